@@ -1,0 +1,124 @@
+"""Type stubs for hrneo._core, the compiled Rust core (see rust/py/)."""
+
+from types import TracebackType
+from typing import Iterable, Optional, Union
+
+__version__: str
+
+class IpsetError(OSError):
+    """The kernel refused an ipset request (errno = the kernel's code)."""
+
+    set_name: str
+
+# ---------------------------------------------------------------- DNS / NFLOG
+
+class DnsAnswer:
+    """One resource record of the answer section."""
+
+    name: str  # owner name, lower-case, no trailing dot
+    rtype: str  # "A", "AAAA", "CNAME", ... (numeric types as "TYPE65")
+    ttl: int
+    data: str  # address text for A/AAAA, target name for CNAME, else the record's text
+
+class DnsEvent:
+    """A parsed DNS message seen on the wire."""
+
+    is_response: bool
+    txid: int
+    rcode: int
+    qname: str  # lower-case, no trailing dot ("" if the message has no question)
+    qtype: str
+    src: str  # IP addresses as text
+    dst: str
+    sport: int
+    dport: int
+    transport: str  # "udp" or "tcp"
+    answers: list[DnsAnswer]  # in wire order, only records reachable from qname
+    chain: list[str]  # qname followed by every CNAME target on its chain, in order
+    addresses: list[str]  # A/AAAA data reachable from qname through the chain, deduplicated
+    min_ttl: int  # smallest TTL on the chain (0 if there are no answers)
+
+def parse_packet(data: bytes) -> Optional[DnsEvent]:
+    """Parse one IPv4/IPv6 packet (UDP or TCP, port 53). None if it is not DNS."""
+
+class NflogReader:
+    """Reads DNS packets copied by the kernel's NFLOG target (nfnetlink_log)."""
+
+    def __init__(
+        self,
+        group: int,
+        *,
+        rcvbuf: int = 4 * 1024 * 1024,
+        copy_range: int = 0xFFFF,
+        qthresh: int = 1,
+        flush_timeout: int = 0,
+    ) -> None:
+        """Bind nflog group `group` for IPv4 and IPv6.
+
+        `qthresh` / `flush_timeout` (1/100 s) let the kernel batch packets;
+        the defaults deliver each packet at once.
+        """
+    def fileno(self) -> int: ...
+    def read(self, max_events: int = 1024, timeout: Optional[float] = None) -> list[DnsEvent]:
+        """Drain queued packets and return the DNS messages among them.
+
+        timeout=None waits for the first packet; 0 does not wait; otherwise
+        waits at most `timeout` seconds. Returns [] on timeout.
+        """
+    def stats(self) -> dict[str, int]:
+        """Counters: packets, dns, malformed, incomplete, non_dns, dropped, enobufs, ..."""
+    def close(self) -> None: ...
+    def __enter__(self) -> "NflogReader": ...
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+
+# ---------------------------------------------------------------- ipset
+
+class IpsetBatch:
+    """Queue addresses for one set; commit() adds them and returns the NEW ones."""
+
+    set_name: str
+    timeout: Optional[int]
+
+    def __init__(self, set_name: str, *, timeout: Optional[int] = None) -> None: ...
+    def add(self, ip: str) -> None:
+        """Queue an IPv4/IPv6 address, or a network for hash:net sets. ValueError if unparsable."""
+    def extend(self, ips: Iterable[str]) -> None: ...
+    def __len__(self) -> int: ...
+    def clear(self) -> None: ...
+    def commit(self) -> list[str]:
+        """Send the queue to the kernel; return the addresses that were not present
+        (or had expired). Present entries of a timeout set get their timeout refreshed."""
+
+def ipset_create(
+    name: str,
+    settype: str = "hash:net",
+    family: str = "inet",
+    *,
+    timeout: Optional[int] = None,
+    maxelem: Optional[int] = None,
+    exist_ok: bool = False,
+) -> None: ...
+def ipset_exists(name: str) -> bool: ...
+def ipset_info(name: str) -> dict[str, Union[str, int, None]]:
+    """type, family ("inet"/"inet6"), timeout (None if the set has none), maxelem, size, entries."""
+def ipset_test(name: str, ip: str) -> bool: ...
+def ipset_list(name: str) -> list[str]: ...
+def ipset_flush(name: str) -> None: ...
+def ipset_destroy(name: str) -> None: ...
+def ipset_swap(name_a: str, name_b: str) -> None: ...
+
+# ---------------------------------------------------------------- conntrack
+
+class ConntrackFlusher:
+    """Deletes conntrack entries by destination address (one dump per family per call)."""
+
+    def __init__(self) -> None: ...
+    def flush(self, ips: Iterable[str]) -> int:
+        """Delete every entry whose original destination or reply source is in `ips`.
+        Returns the number of entries deleted."""
+    def stats(self) -> dict[str, int]: ...

@@ -1,0 +1,12 @@
+//! Netfilter netlink plumbing shared by the NFLOG, ipset and ctnetlink code:
+//! constants, a message writer, a message/attribute parser and the socket.
+//! No PyO3 here.
+
+pub mod consts;
+pub mod parse;
+pub mod socket;
+pub mod write;
+
+pub use parse::{attrs, messages, Attr, NlMsg};
+pub use socket::NetfilterSocket;
+pub use write::{Datagram, MsgWriter, Nfgenmsg};

@@ -1,0 +1,216 @@
+//! Reading netlink messages and attributes out of a received datagram.
+//!
+//! Everything here is bounds-checked: a truncated or lying length ends the
+//! iteration instead of reading past the buffer.
+
+use super::consts::{NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_ERROR, NLMSG_HDRLEN};
+
+const fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+fn ne_u16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// One netlink message: the header fields and the payload after `nlmsghdr`.
+#[derive(Debug, Clone, Copy)]
+pub struct NlMsg<'a> {
+    pub msg_type: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub pid: u32,
+    pub payload: &'a [u8],
+}
+
+impl<'a> NlMsg<'a> {
+    /// For `NLMSG_ERROR`: the (negative) errno, 0 for a plain ack.
+    pub fn error_code(&self) -> Option<i32> {
+        if self.msg_type != NLMSG_ERROR {
+            return None;
+        }
+        Some(i32::from_ne_bytes(self.payload.get(0..4)?.try_into().ok()?))
+    }
+
+    /// For `NLMSG_ERROR`: the sequence number of the request it answers
+    /// (the echoed request header's `nlmsg_seq`, which equals the ack's own seq).
+    pub fn acked_seq(&self) -> Option<u32> {
+        if self.msg_type != NLMSG_ERROR {
+            return None;
+        }
+        ne_u32(self.payload, 4 + 8).or(Some(self.seq))
+    }
+
+    /// Attributes after a 4-byte `nfgenmsg`.
+    pub fn nf_attrs(&self) -> AttrIter<'a> {
+        attrs(self.payload.get(4..).unwrap_or(&[]))
+    }
+}
+
+/// Iterate the messages in a datagram. Stops at the first malformed header;
+/// `MessageIter::truncated()` tells whether that happened.
+pub fn messages(buf: &[u8]) -> MessageIter<'_> {
+    MessageIter { buf, pos: 0, truncated: false }
+}
+
+pub struct MessageIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    truncated: bool,
+}
+
+impl MessageIter<'_> {
+    pub fn truncated(&self) -> bool {
+        self.truncated
+    }
+}
+
+impl<'a> Iterator for MessageIter<'a> {
+    type Item = NlMsg<'a>;
+
+    fn next(&mut self) -> Option<NlMsg<'a>> {
+        let rest = self.buf.get(self.pos..)?;
+        if rest.is_empty() {
+            return None;
+        }
+        let len = ne_u32(rest, 0).map(|l| l as usize);
+        match len {
+            Some(len) if len >= NLMSG_HDRLEN && len <= rest.len() => {
+                let msg = NlMsg {
+                    msg_type: ne_u16(rest, 4)?,
+                    flags: ne_u16(rest, 6)?,
+                    seq: ne_u32(rest, 8)?,
+                    pid: ne_u32(rest, 12)?,
+                    payload: &rest[NLMSG_HDRLEN..len],
+                };
+                self.pos += align4(len);
+                Some(msg)
+            }
+            _ => {
+                self.truncated = true;
+                self.pos = self.buf.len();
+                None
+            }
+        }
+    }
+}
+
+/// One attribute; `ty` has the nested/byte-order flags removed.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr<'a> {
+    pub ty: u16,
+    pub nested: bool,
+    pub net_byteorder: bool,
+    pub data: &'a [u8],
+}
+
+impl<'a> Attr<'a> {
+    pub fn nested_attrs(&self) -> AttrIter<'a> {
+        attrs(self.data)
+    }
+
+    pub fn u8(&self) -> Option<u8> {
+        self.data.first().copied()
+    }
+
+    pub fn be16(&self) -> Option<u16> {
+        Some(u16::from_be_bytes(self.data.get(0..2)?.try_into().ok()?))
+    }
+
+    pub fn be32(&self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.data.get(0..4)?.try_into().ok()?))
+    }
+
+    pub fn be64(&self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.data.get(0..8)?.try_into().ok()?))
+    }
+
+    /// A NUL-terminated (or unterminated) string attribute, lossily decoded.
+    pub fn str(&self) -> String {
+        let end = self.data.iter().position(|&c| c == 0).unwrap_or(self.data.len());
+        String::from_utf8_lossy(&self.data[..end]).into_owned()
+    }
+}
+
+pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
+    AttrIter { buf, pos: 0 }
+}
+
+pub struct AttrIter<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> AttrIter<'a> {
+    /// The first attribute of type `ty`.
+    pub fn find(self, ty: u16) -> Option<Attr<'a>> {
+        let mut it = self;
+        it.find_map(|a| (a.ty == ty).then_some(a))
+    }
+}
+
+impl<'a> Iterator for AttrIter<'a> {
+    type Item = Attr<'a>;
+
+    fn next(&mut self) -> Option<Attr<'a>> {
+        let rest = self.buf.get(self.pos..)?;
+        let len = ne_u16(rest, 0)? as usize;
+        let raw_ty = ne_u16(rest, 2)?;
+        if len < NLA_HDRLEN || len > rest.len() {
+            self.pos = self.buf.len();
+            return None;
+        }
+        self.pos += align4(len);
+        Some(Attr {
+            ty: raw_ty & NLA_TYPE_MASK,
+            nested: raw_ty & NLA_F_NESTED != 0,
+            net_byteorder: raw_ty & NLA_F_NET_BYTEORDER != 0,
+            data: &rest[NLA_HDRLEN..len],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nl::write::{Datagram, Nfgenmsg};
+
+    #[test]
+    fn round_trip_through_writer() {
+        let mut d = Datagram::new();
+        {
+            let mut m = d.message(0x0609, 0, 1, Nfgenmsg::new(2, 0));
+            m.attr_strz(2, "hr_vpn1");
+            m.nest_start(7).attr_be32(6 | 0x4000, 3600).nest_end();
+        }
+        {
+            let mut m = d.message(0x0609, 0, 2, Nfgenmsg::new(10, 0));
+            m.attr_u8(1, 6);
+        }
+        let msgs: Vec<_> = messages(d.as_bytes()).collect();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1].seq, 2);
+        let a: Vec<_> = msgs[0].nf_attrs().collect();
+        assert_eq!(a[0].str(), "hr_vpn1");
+        assert!(a[1].nested);
+        let inner = a[1].nested_attrs().find(6).unwrap();
+        assert!(inner.net_byteorder);
+        assert_eq!(inner.be32(), Some(3600));
+    }
+
+    #[test]
+    fn lying_lengths_stop_iteration() {
+        let mut buf = vec![0u8; 20];
+        buf[0..4].copy_from_slice(&200u32.to_ne_bytes());
+        let mut it = messages(&buf);
+        assert!(it.next().is_none());
+        assert!(it.truncated());
+        let attr = [0xff, 0xff, 1, 0, 1, 2];
+        assert_eq!(attrs(&attr).count(), 0);
+        assert_eq!(attrs(&[3, 0]).count(), 0);
+    }
+}

@@ -1,0 +1,261 @@
+//! A NETLINK_NETFILTER socket (neli's `NlSocket`) with the few extras the core
+//! needs: forced buffer sizes, capped acks, poll, sequence numbers, and the two
+//! exchanges every user of it does (a batch of acked requests, and a dump).
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use neli::consts::socket::{Msg, NlFamily};
+use neli::socket::NlSocket;
+use neli::utils::Groups;
+
+use super::consts::{NETLINK_CAP_ACK, NLMSG_DONE, NLMSG_ERROR, NLMSG_OVERRUN, SOL_NETLINK};
+use super::parse::{messages, NlMsg};
+
+/// How long a request may wait for the kernel before we call it lost.
+/// The kernel answers netfilter requests synchronously, so this only trips
+/// when acks were dropped (receive buffer overrun).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Receive buffer for replies: large enough for any single datagram the
+/// kernel sends (dumps use at most 32 KiB per skb; error acks echo requests).
+const RECV_BUF: usize = 256 * 1024;
+
+pub struct NetfilterSocket {
+    sock: NlSocket,
+    seq: u32,
+    recv_buf: Vec<u8>,
+}
+
+fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and its size is passed exactly;
+    // setsockopt does not keep the pointer.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast::<libc::c_void>(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: both pointers refer to live locals of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast::<libc::c_void>(), &mut len)
+    };
+    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+}
+
+impl NetfilterSocket {
+    /// Open and bind a NETLINK_NETFILTER socket (blocking).
+    pub fn open() -> io::Result<Self> {
+        let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())?;
+        Ok(NetfilterSocket { sock, seq: initial_seq(), recv_buf: vec![0; RECV_BUF] })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        if nonblocking { self.sock.nonblock() } else { self.sock.block() }
+    }
+
+    /// Raise the receive buffer: SO_RCVBUFFORCE (root, ignores rmem_max), else SO_RCVBUF.
+    /// Returns the size the kernel reports (it doubles the request for bookkeeping).
+    pub fn set_rcvbuf(&self, bytes: usize) -> io::Result<usize> {
+        let want = i32::try_from(bytes).unwrap_or(i32::MAX);
+        if setsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want).is_err() {
+            setsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, want)?;
+        }
+        Ok(getsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_RCVBUF)? as usize)
+    }
+
+    /// Raise the send buffer, so one datagram can carry a large batch.
+    pub fn set_sndbuf(&self, bytes: usize) -> io::Result<usize> {
+        let want = i32::try_from(bytes).unwrap_or(i32::MAX);
+        if setsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, want).is_err() {
+            setsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_SNDBUF, want)?;
+        }
+        Ok(getsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_SNDBUF)? as usize)
+    }
+
+    /// Error acks normally echo the whole request; NETLINK_CAP_ACK (Linux 4.3+)
+    /// trims them to the header. Older kernels just echo: harmless, so failure is ignored.
+    pub fn cap_acks(&self) -> bool {
+        setsockopt_int(self.fd(), SOL_NETLINK, NETLINK_CAP_ACK, 1).is_ok()
+    }
+
+    pub fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1;
+        }
+        self.seq
+    }
+
+    pub fn send(&self, buf: &[u8]) -> io::Result<()> {
+        loop {
+            match self.sock.send(buf, Msg::empty()) {
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(n) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("netlink sent {n} of {} bytes", buf.len()),
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One `recv` into `buf`. `WouldBlock` on a non-blocking socket with nothing
+    /// queued; `ENOBUFS` (raw os error) when the kernel dropped messages.
+    pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.sock.recv(&mut *buf, Msg::empty()) {
+                Ok((n, _)) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Wait until the socket is readable. `None` waits forever.
+    pub fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
+        let ms = match timeout {
+            None => -1,
+            Some(t) => i32::try_from(t.as_millis()).unwrap_or(i32::MAX),
+        };
+        let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLIN, revents: 0 };
+        loop {
+            // SAFETY: one valid pollfd, count 1.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc >= 0 {
+                return Ok(rc > 0);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Receive one datagram (waiting at most until `deadline`) and hand each
+    /// message to `on_msg`. Returns false on timeout.
+    fn recv_batch(&mut self, deadline: Instant, on_msg: &mut dyn FnMut(&NlMsg<'_>)) -> io::Result<bool> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !self.wait_readable(Some(left))? {
+            return Ok(false);
+        }
+        let mut buf = std::mem::take(&mut self.recv_buf);
+        let res = self.recv_into(&mut buf);
+        let out = res.map(|n| {
+            for m in messages(&buf[..n]) {
+                on_msg(&m);
+            }
+            true
+        });
+        self.recv_buf = buf;
+        match out {
+            // A non-blocking socket can still race poll; try again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            other => other,
+        }
+    }
+
+    /// Send a datagram of requests that all carry NLM_F_ACK and collect the ack
+    /// of every sequence number in `seqs`: 0 for success, or the negative errno.
+    /// Non-ack replies (e.g. NLMSG_DONE) are ignored; messages answering other
+    /// sequence numbers (stale replies) are skipped.
+    pub fn request_acks(&mut self, datagram: &[u8], seqs: &[u32]) -> io::Result<HashMap<u32, i32>> {
+        let mut acks: HashMap<u32, i32> = HashMap::with_capacity(seqs.len());
+        let wanted: std::collections::HashSet<u32> = seqs.iter().copied().collect();
+        self.send(datagram)?;
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        while acks.len() < wanted.len() {
+            let mut on_msg = |m: &NlMsg<'_>| {
+                if let (Some(code), Some(seq)) = (m.error_code(), m.acked_seq()) {
+                    if wanted.contains(&seq) {
+                        acks.insert(seq, code);
+                    }
+                }
+            };
+            match self.recv_batch(deadline, &mut on_msg) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("netlink: {} of {} acks never arrived", wanted.len() - acks.len(), wanted.len()),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(acks)
+    }
+
+    /// Send a dump request (which must carry `seq`) and pass every reply
+    /// message to `on_msg` until NLMSG_DONE. An error reply becomes `Err`.
+    pub fn dump(&mut self, request: &[u8], seq: u32, on_msg: &mut dyn FnMut(&NlMsg<'_>)) -> io::Result<()> {
+        self.send(request)?;
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut done = false;
+        let mut failure: Option<i32> = None;
+        while !done {
+            let mut each = |m: &NlMsg<'_>| {
+                if m.seq != seq || done {
+                    return;
+                }
+                match m.msg_type {
+                    NLMSG_DONE => done = true,
+                    NLMSG_OVERRUN => {
+                        failure = Some(-libc::ENOBUFS);
+                        done = true;
+                    }
+                    NLMSG_ERROR => {
+                        if let Some(code) = m.error_code() {
+                            if code != 0 {
+                                failure = Some(code);
+                            }
+                        }
+                        done = true;
+                    }
+                    _ => on_msg(m),
+                }
+            };
+            if !self.recv_batch(deadline, &mut each)? {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "netlink dump did not finish"));
+            }
+        }
+        match failure {
+            Some(code) => Err(io::Error::from_raw_os_error(-code)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Start sequence numbers somewhere unpredictable-ish so two sockets of one
+/// process (or a restarted daemon) do not mistake each other's stale replies.
+fn initial_seq() -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ (d.as_secs() as u32))
+        .unwrap_or(1);
+    now ^ std::process::id().rotate_left(16)
+}
+
+impl AsRawFd for NetfilterSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd()
+    }
+}
