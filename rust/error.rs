@@ -18,7 +18,7 @@ pub enum Error {
 
     /// The kernel's ipset code refused a request. `code` is the positive
     /// errno or IPSET_ERR_* value; `reason` says it in words.
-    #[error("ipset {set:?}: {reason}")]
+    #[error("ipset '{set}': {reason}")]
     Ipset { set: String, code: i32, reason: String },
 
     /// An argument that could not be used (bad address, set name too long, ...).

@@ -3,7 +3,9 @@
 //! Everything here is bounds-checked: a truncated or lying length ends the
 //! iteration instead of reading past the buffer.
 
-use super::consts::{NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_ERROR, NLMSG_HDRLEN};
+use super::consts::{
+    NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_ERROR, NLMSG_HDRLEN,
+};
 
 const fn align4(n: usize) -> usize {
     (n + 3) & !3
@@ -149,7 +151,7 @@ impl<'a> AttrIter<'a> {
     /// The first attribute of type `ty`.
     pub fn find(self, ty: u16) -> Option<Attr<'a>> {
         let mut it = self;
-        it.find_map(|a| (a.ty == ty).then_some(a))
+        Iterator::find(&mut it, |a| a.ty == ty)
     }
 }
 

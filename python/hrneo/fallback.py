@@ -1,0 +1,233 @@
+"""Command-line fallbacks for hosts where netfilter netlink cannot be opened.
+
+:class:`CliIpsetBatch` has the API and results of ``hrneo.IpsetBatch`` and
+runs two processes per commit whatever the batch size: one
+``ipset list -o save NAME`` to tell new from present, one
+``ipset restore -exist`` to add (and refresh timeouts).
+
+:class:`CliConntrackFlusher` uses the ``conntrack`` program. Its limits: the
+program takes one address per deletion, so a flush lists the table once per
+family and then runs ``conntrack -D`` only for the addresses that actually
+have entries (twice: as original destination and as reply source); it is not
+atomic (a connection opened between listing and deleting may survive), and
+it needs conntrack-tools on the PATH.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+from hrneo._core import IpsetError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CliConntrackFlusher", "CliIpsetBatch"]
+
+# Kernel codes, as the netlink path reports them (ip_set.h / ip_set_hash.h).
+IPSET_ERR_PROTOCOL = 4097
+IPSET_ERR_INVALID_FAMILY = 4106
+IPSET_ERR_TIMEOUT = 4107
+IPSET_ERR_HASH_FULL = 4352
+IPSET_ERR_HASH_RANGE_UNSUPPORTED = 4356
+
+_TIMEOUT_S = 60.0  # a process that takes longer than this is stuck
+_MAX_NAME = 31
+
+
+def canonical(text: str) -> str:
+    """The text the netlink path uses for an address or network (host bits cleared).
+
+    ValueError if `text` is not an IPv4/IPv6 address or network.
+    """
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"not an IP address or network: {text!r}") from None
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
+
+
+def _ipset_error(set_name: str, code: int, reason: str) -> IpsetError:
+    exc = IpsetError(code, f"ipset '{set_name}': {reason}")
+    exc.set_name = set_name
+    return exc
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    if shutil.which(argv[0]) is None:
+        raise FileNotFoundError(errno.ENOENT, f"the `{argv[0]}` program is not installed")
+    return subprocess.run(
+        argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
+    )
+
+
+def _raise_for(set_name: str, proc: subprocess.CompletedProcess[str]) -> None:
+    """Turn an ipset program failure into the exception the netlink path raises."""
+    msg = proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}"
+    low = msg.lower()
+    if "does not exist" in low:
+        raise _ipset_error(set_name, errno.ENOENT, "no such set")
+    if "operation not permitted" in low or "permission denied" in low:
+        raise PermissionError(errno.EPERM, f"ipset '{set_name}': {msg}")
+    if "is full" in low:
+        raise _ipset_error(set_name, IPSET_ERR_HASH_FULL, "set is full (maxelem reached)")
+    raise _ipset_error(set_name, IPSET_ERR_PROTOCOL, msg)
+
+
+class CliIpsetBatch:
+    """The ``ipset`` program behind the API of ``hrneo.IpsetBatch``."""
+
+    def __init__(self, set_name: str, *, timeout: int | None = None) -> None:
+        """Queue for `set_name`; `timeout` (seconds) is given to every added entry."""
+        if not set_name or len(set_name.encode()) > _MAX_NAME or "\0" in set_name:
+            raise ValueError(f"invalid ipset name {set_name!r}: 1 to {_MAX_NAME} bytes, no NUL")
+        self.set_name = set_name
+        self.timeout = timeout
+        self._queue: dict[str, None] = {}  # insertion-ordered set
+
+    def add(self, ip: str) -> None:
+        """Queue an address or network. ValueError if unparsable."""
+        self._queue.setdefault(canonical(ip))
+
+    def extend(self, ips: Iterable[str]) -> None:
+        """Queue several addresses."""
+        for ip in ips:
+            self.add(ip)
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def clear(self) -> None:
+        """Drop everything queued."""
+        self._queue.clear()
+
+    def _read_set(self) -> tuple[dict[str, str], set[str]]:
+        """One `ipset list -o save`: the create line's options and the present members."""
+        proc = _run(["ipset", "list", "-o", "save", self.set_name])
+        if proc.returncode != 0:
+            _raise_for(self.set_name, proc)
+        header: dict[str, str] = {}
+        present: set[str] = set()
+        for line in proc.stdout.splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[0] == "create":
+                header["type"] = words[2]
+                # Options come as "key value" pairs after the type.
+                opts = words[3:]
+                for key, value in zip(opts[::2], opts[1::2]):
+                    header[key] = value
+            elif len(words) >= 3 and words[0] == "add":
+                present.add(canonical(words[2]))
+        return header, present
+
+    def commit(self) -> list[str]:
+        """Add the queue; return the entries that were not present (or had expired), in order.
+
+        Present entries are added again with ``-exist``, which refreshes their timeout.
+        """
+        if not self._queue:
+            return []
+        header, present = self._read_set()
+        family = header.get("family", "inet")
+        is_net = header.get("type", "").startswith("hash:net")
+        for text in self._queue:
+            is_v6 = ":" in text
+            if is_v6 != (family == "inet6"):
+                kind = "IPv6" if is_v6 else "IPv4"
+                raise _ipset_error(
+                    self.set_name,
+                    IPSET_ERR_INVALID_FAMILY,
+                    f"set is {family}, address {text} is {kind}",
+                )
+            if "/" in text and not is_net:
+                raise _ipset_error(
+                    self.set_name,
+                    IPSET_ERR_HASH_RANGE_UNSUPPORTED,
+                    f"set is {header.get('type')}: the network {text} would be expanded; "
+                    "use a hash:net set",
+                )
+        timeout = self.timeout
+        if timeout is not None and "timeout" not in header:
+            if timeout != 0:
+                raise _ipset_error(self.set_name, IPSET_ERR_TIMEOUT, "set has no timeout support")
+            timeout = None  # 0 = forever, which a set without timeouts is anyway
+        suffix = f" timeout {timeout}" if timeout is not None else ""
+        script = "".join(f"add {self.set_name} {t}{suffix}\n" for t in self._queue)
+        queue = list(self._queue)
+        self._queue.clear()
+        proc = _run(["ipset", "restore", "-exist"], stdin=script)
+        if proc.returncode != 0:
+            _raise_for(self.set_name, proc)
+        return [t for t in queue if t not in present]
+
+
+_DELETED = re.compile(r"(\d+) flow entries have been deleted")
+
+
+class CliConntrackFlusher:
+    """The ``conntrack`` program behind the API of ``hrneo.ConntrackFlusher`` (see module doc)."""
+
+    def __init__(self) -> None:
+        """Nothing is opened; counters start at zero."""
+        self._stats = {"flushes": 0, "deleted": 0, "processes": 0}
+
+    def _conntrack(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self._stats["processes"] += 1
+        return _run(["conntrack", *args])
+
+    def _hit(self, ips: set[str], family: str) -> list[str]:
+        """Addresses of `ips` that appear as original destination or reply source."""
+        proc = self._conntrack("-L", "-f", family)
+        if proc.returncode != 0:
+            msg = proc.stderr.strip()
+            if "not permitted" in msg.lower():
+                raise PermissionError(errno.EPERM, f"conntrack: {msg}")
+            raise OSError(errno.EIO, f"conntrack -L failed: {msg}")
+        hit: set[str] = set()
+        for line in proc.stdout.splitlines():
+            dsts = re.findall(r"\bdst=(\S+)", line)
+            srcs = re.findall(r"\bsrc=(\S+)", line)
+            # First src/dst pair: original tuple; second: reply tuple.
+            for addr in dsts[:1] + srcs[1:2]:
+                if addr in ips:
+                    hit.add(addr)
+        return sorted(hit)
+
+    def flush(self, ips: Iterable[str]) -> int:
+        """Delete every entry whose original destination or reply source is in `ips`.
+
+        Returns the number of entries deleted.
+        """
+        wanted = {canonical(ip) for ip in ips}
+        wanted = {ip for ip in wanted if "/" not in ip}
+        self._stats["flushes"] += 1
+        if not wanted:
+            return 0
+        deleted = 0
+        for family, addrs in (
+            ("ipv4", {ip for ip in wanted if ":" not in ip}),
+            ("ipv6", {ip for ip in wanted if ":" in ip}),
+        ):
+            if not addrs:
+                continue
+            for ip in self._hit(addrs, family):
+                for opt in ("-d", "-r"):
+                    proc = self._conntrack("-D", "-f", family, opt, ip)
+                    m = _DELETED.search(proc.stderr + proc.stdout)
+                    if m:
+                        deleted += int(m.group(1))
+                    elif proc.returncode != 0:
+                        log.warning("conntrack -D %s %s: %s", opt, ip, proc.stderr.strip())
+        self._stats["deleted"] += deleted
+        return deleted
+
+    def stats(self) -> dict[str, int]:
+        """Counters: flushes, deleted, processes (programs run)."""
+        return dict(self._stats)
