@@ -1,0 +1,180 @@
+"""`hrneo run | check | status`: the command line (also `python -m hrneo`).
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from hrneo.config import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, ConfigError, load_config
+
+log = logging.getLogger("hrneo")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _default_config() -> str:
+    return os.environ.get("HRNEO_CONFIG") or DEFAULT_CONFIG_PATH
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hrneo", description="DNS-driven selective routing daemon (NFLOG + ipset)."
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    cfg_help = f"config file (default: $HRNEO_CONFIG or {DEFAULT_CONFIG_PATH})"
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", "-c", default=None, help=cfg_help)
+    run.add_argument(
+        "--log-level", default="INFO", type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)",
+    )  # fmt: skip
+    chk = sub.add_parser("check", help="validate the config and its list files")
+    chk.add_argument("--config", "-c", default=None, help=cfg_help)
+    st = sub.add_parser("status", help="counters of the running daemon")
+    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    st.add_argument(
+        "--socket", default=None,
+        help=f"control socket (default: $HRNEO_SOCKET or {DEFAULT_SOCKET_PATH})",
+    )  # fmt: skip
+    return p
+
+
+def setup_logging(level: str) -> None:
+    """Log to stderr with levels (the service manager adds timestamps if it wants)."""
+    logging.basicConfig(
+        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(message)s"
+    )
+
+
+def cmd_check(path: str, out: TextIO | None = None) -> int:
+    """Validate; print `file:line: message` lines. 0 if valid, 2 if not."""
+    out = out or sys.stderr  # looked up at call time (tests swap sys.stderr)
+    try:
+        cfg, warnings = load_config(path)
+    except ConfigError as e:
+        for w in e.warnings:
+            print(f"{w} (warning)", file=out)
+        for line in e.errors:
+            print(line, file=out)
+        return EXIT_USAGE
+    from hrneo.watchlist import Watchlist  # only needed once the config is valid
+
+    wl = Watchlist.from_config(cfg)
+    for w in [*warnings, *wl.duplicates]:
+        print(f"{w} (warning)", file=out)
+    print(f"{path}: ok: {len(cfg.policies)} policies, {len(wl)} domains", file=sys.stdout)
+    return EXIT_OK
+
+
+def cmd_run(path: str, level: str) -> int:
+    """Run the daemon until SIGTERM/SIGINT."""
+    setup_logging(level)
+    try:
+        cfg, warnings = load_config(path)
+    except ConfigError as e:
+        for line in e.errors:
+            log.error("%s", line)
+        return EXIT_USAGE
+    for w in warnings:
+        log.warning("%s", w)
+    from hrneo.control import ControlError
+    from hrneo.daemon import Daemon, DaemonError  # imports the compiled core
+
+    try:
+        return Daemon(cfg).run()
+    except (DaemonError, ControlError, OSError) as e:
+        log.error("hrneo cannot run: %s", e)
+        return EXIT_FAIL
+
+
+def _ago(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """The human table of `hrneo status`."""
+    lines = [
+        (
+            f"hrneo pid {st.get('pid')}  up {_ago(float(st.get('uptime', 0)))}  "
+            f"config {st.get('config')}  nflog group {st.get('nflog_group')}"
+        ),
+        (
+            f"events {st.get('events', 0)}  ({st.get('events_per_s', 0)}/s)  answers "
+            f"{st.get('answers', 0)}  queries ignored {st.get('queries_ignored', 0)}  "
+            f"dropped {st.get('dropped', 0)}  malformed {st.get('malformed', 0)}"
+        ),
+        (
+            f"conntrack flushed {st.get('flushed', 0)}  commit errors {st.get('commit_errors', 0)}"
+            f"  flush errors {st.get('flush_errors', 0)}"
+        ),
+    ]
+    rl = st.get("last_reload")
+    if rl:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(rl.get("time", 0))))
+        lines.append(
+            f"last reload {when}: {'ok' if rl.get('ok') else 'FAILED'}: {rl.get('message', '')}"
+        )
+    else:
+        lines.append("last reload: never")
+    fw = st.get("firewall") or {}
+    if fw.get("missing"):
+        lines.append("missing rules/routes (retried): " + "; ".join(fw["missing"]))
+    head = ("policy", "sets", "domains", "matched", "added", "new", "flushed", "errors")
+    rows = [head]
+    for p in st.get("policies", []):
+        sets = p.get("ipset", "") + (f",{p['ipset6']}" if p.get("ipset6") else "")
+        rows.append((
+            str(p.get("name")), sets, str(p.get("domains", 0)), str(p.get("matched", 0)),
+            str(p.get("added", 0)), str(p.get("new", 0)), str(p.get("flushed", 0)),
+            str(p.get("errors", 0)),
+        ))  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines.append("")
+    for r in rows:
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+        )
+    return "\n".join(lines)
+
+
+def cmd_status(sock: str, as_json: bool) -> int:
+    """Ask the running daemon for its counters."""
+    from hrneo.control import ControlError, request
+
+    try:
+        st = request(sock, "status")
+    except ControlError as e:
+        print(f"hrneo status: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if as_json:
+        print(json.dumps(st, indent=2, sort_keys=True))
+    else:
+        print(format_status(st))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `hrneo` and `python -m hrneo`."""
+    args = _parser().parse_args(argv)  # exits 2 on bad usage
+    if args.command == "check":
+        return cmd_check(args.config or _default_config())
+    if args.command == "run":
+        return cmd_run(args.config or _default_config(), args.log_level)
+    sock = args.socket or os.environ.get("HRNEO_SOCKET") or DEFAULT_SOCKET_PATH
+    return cmd_status(sock, args.json)

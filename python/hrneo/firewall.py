@@ -1,0 +1,328 @@
+"""Netfilter rules, `ip rule`s and table routes that the daemon owns.
+
+Everything goes through the `iptables` / `ip6tables` / `ip` programs, with argv
+lists (never a shell, never packet data), and only at start, stop, reload and
+the periodic reconcile. Every iptables rule carries the comment `hrneo:<tag>`
+and every `ip rule` sits at the configured priority, so a restart after a crash
+can find and delete what the previous run left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Callable, Union
+
+from hrneo.config import Config, FirewallConfig
+
+log = logging.getLogger(__name__)
+
+COMMENT_PREFIX = "hrneo:"
+Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+
+
+class FirewallError(RuntimeError):
+    """A rule the daemon cannot work without could not be installed."""
+
+
+@dataclass(frozen=True)
+class IptRule:
+    """One iptables/ip6tables rule: `spec` is everything after the chain."""
+
+    family: int  # 4 or 6
+    table: str
+    chain: str
+    spec: tuple[str, ...]
+    essential: bool = False  # NFLOG rules: without them the daemon sees nothing
+
+
+@dataclass(frozen=True)
+class IpRule:
+    """`ip rule add fwmark MARK/0xffffffff table T priority P`."""
+
+    family: int
+    mark: int
+    table: int
+    priority: int
+
+
+@dataclass(frozen=True)
+class TableRoute:
+    """The default route of a policy's table."""
+
+    family: int
+    table: int
+    interface: str
+    gateway: str | None
+
+
+Item = Union[IptRule, IpRule, TableRoute]
+
+
+def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run one program (no shell); a missing program looks like exit 127."""
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError as e:
+        return subprocess.CompletedProcess(list(argv), 127, "", f"{e.filename}: not found")
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(list(argv), 124, "", "timed out after 60 s")
+
+
+def desired_items(cfg: Config) -> list[Item]:
+    """What the daemon installs for `cfg`, in install order."""
+    fw = cfg.firewall
+    families = (4, 6) if fw.ipv6 else (4,)
+    items: list[Item] = []
+    for family in families:
+        for chain in fw.dns_chains:
+            for proto in ("udp", "tcp"):
+                spec = (
+                    "-p", proto, "--sport", "53",
+                    "-m", "comment", "--comment", f"{COMMENT_PREFIX}dns",
+                    "-j", "NFLOG", "--nflog-group", str(cfg.nflog_group),
+                )  # fmt: skip
+                items.append(IptRule(family, "filter", chain, spec, essential=True))
+    for pol in cfg.policies:
+        route = pol.route
+        if route is None:
+            continue
+        for family in families:
+            setname = pol.ipset if family == 4 else pol.ipset6
+            if setname is None:
+                continue
+            mspec = (
+                "-m", "set", "--match-set", setname, "dst",
+                "-m", "comment", "--comment", f"{COMMENT_PREFIX}{pol.name}",
+                "-j", "MARK", "--set-xmark", f"{route.mark:#x}/0xffffffff",
+            )  # fmt: skip
+            for chain in ("PREROUTING", "OUTPUT"):
+                items.append(IptRule(family, "mangle", chain, mspec))
+            items.append(IpRule(family, route.mark, route.table, route.priority))
+            gw = route.gateway if family == 4 else route.gateway6
+            if gw is None and route.gateway is not None and family == 6:
+                continue  # broadcast link without an IPv6 next hop: config warned
+            items.append(TableRoute(family, route.table, route.interface, gw))
+    return items
+
+
+_RULE_RE = re.compile(
+    r"^(\d+):\s+from all fwmark (0x[0-9a-f]+)(?:/(0x[0-9a-f]+))? lookup (\S+)", re.MULTILINE
+)
+
+
+class Firewall:
+    """Installs, checks and removes the items of a config.
+
+    `prefix` is prepended to every command (tests use ["ip", "netns", "exec", NS]);
+    `runner` runs one argv and returns a CompletedProcess (tests inject a fake).
+    """
+
+    def __init__(
+        self,
+        fw: FirewallConfig,
+        *,
+        prefix: Sequence[str] = (),
+        runner: Runner | None = None,
+    ) -> None:
+        self.fw = fw
+        self.prefix = list(prefix)
+        self.run = runner or run_command
+        self.items: list[Item] = []  # what we installed (or want), in install order
+        self.missing: set[Item] = set()  # wanted but not in place (e.g. interface not up yet)
+
+    # -- argv builders ---------------------------------------------------------
+    def ipt_argv(self, rule: IptRule, op: str) -> list[str]:
+        """argv for -C / -I / -D of `rule`."""
+        prog = self.fw.iptables if rule.family == 4 else self.fw.ip6tables
+        pos = ["1"] if op == "-I" else []
+        return [*self.prefix, prog, "-w", "-t", rule.table, op, rule.chain, *pos, *rule.spec]
+
+    def iprule_argv(self, rule: IpRule, op: str) -> list[str]:
+        """argv for `ip rule add|del` of `rule`."""
+        return [
+            *self.prefix, self.fw.ip, f"-{rule.family}", "rule", op,
+            "fwmark", f"{rule.mark:#x}/0xffffffff", "table", str(rule.table),
+            "priority", str(rule.priority),
+        ]  # fmt: skip
+
+    def route_argv(self, route: TableRoute, op: str) -> list[str]:
+        """argv for `ip route replace|del default ... table T`."""
+        via = ["via", route.gateway] if route.gateway else []
+        return [
+            *self.prefix, self.fw.ip, f"-{route.family}", "route", op, "default",
+            *via, "dev", route.interface, "table", str(route.table),
+        ]  # fmt: skip
+
+    # -- single items ----------------------------------------------------------
+    def _present(self, item: Item) -> bool:
+        if isinstance(item, IptRule):
+            return self.run(self.ipt_argv(item, "-C")).returncode == 0
+        if isinstance(item, IpRule):
+            out = self.run([*self.prefix, self.fw.ip, f"-{item.family}", "rule", "show"])
+            return any(
+                int(m.group(1)) == item.priority and int(m.group(2), 16) == item.mark
+                for m in _RULE_RE.finditer(out.stdout)
+            )
+        out = self.run(
+            [*self.prefix, self.fw.ip, f"-{item.family}", "route", "show", "table",
+             str(item.table)]
+        )  # fmt: skip
+        return any(
+            line.startswith("default") and f"dev {item.interface}" in line
+            for line in out.stdout.splitlines()
+        )
+
+    def _install(self, item: Item) -> bool:
+        """Install `item` unless present; True if it is in place afterwards."""
+        if isinstance(item, TableRoute):
+            proc = self.run(self.route_argv(item, "replace"))  # replace is idempotent
+        elif self._present(item):
+            return True
+        elif isinstance(item, IptRule):
+            proc = self.run(self.ipt_argv(item, "-I"))
+        else:
+            proc = self.run(self.iprule_argv(item, "add"))
+        if proc.returncode == 0:
+            return True
+        msg = f"cannot install {describe(item)}: {proc.stderr.strip() or proc.returncode}"
+        if isinstance(item, IptRule) and item.essential:
+            raise FirewallError(msg)
+        if isinstance(item, TableRoute):
+            # A VPN interface may come up after the daemon (peers #9): retry later.
+            log.warning("%s; will retry every recheck", msg)
+        else:
+            log.error(msg)
+        return False
+
+    def _remove(self, item: Item) -> None:
+        if isinstance(item, IptRule):
+            argv = self.ipt_argv(item, "-D")
+        elif isinstance(item, IpRule):
+            argv = self.iprule_argv(item, "del")
+        else:
+            argv = self.route_argv(item, "del")
+        proc = self.run(argv)
+        if proc.returncode != 0:
+            log.debug("remove %s: %s", describe(item), proc.stderr.strip())
+
+    # -- whole configs ---------------------------------------------------------
+    def cleanup_stale(self, priorities: Sequence[int] = ()) -> int:
+        """Delete hrneo rules left by an earlier run (crash); return how many."""
+        removed = 0
+        progs = [(4, self.fw.iptables)] + ([(6, self.fw.ip6tables)] if self.fw.ipv6 else [])
+        for _family, prog in progs:
+            for table in ("filter", "mangle"):
+                out = self.run([*self.prefix, prog, "-w", "-t", table, "-S"])
+                if out.returncode != 0:
+                    continue
+                for line in out.stdout.splitlines():
+                    argv = _stale_delete(line)
+                    if argv is None:
+                        continue
+                    proc = self.run([*self.prefix, prog, "-w", "-t", table, *argv])
+                    if proc.returncode == 0:
+                        removed += 1
+        prios = set(priorities) | {self.fw.rule_priority}
+        for family in (4, 6) if self.fw.ipv6 else (4,):
+            out = self.run([*self.prefix, self.fw.ip, f"-{family}", "rule", "show"])
+            for m in _RULE_RE.finditer(out.stdout):
+                if int(m.group(1)) not in prios:
+                    continue
+                mark = m.group(2) + (f"/{m.group(3)}" if m.group(3) else "")
+                proc = self.run(
+                    [*self.prefix, self.fw.ip, f"-{family}", "rule", "del", "priority",
+                     m.group(1), "fwmark", mark, "table", m.group(4)]
+                )  # fmt: skip
+                if proc.returncode == 0:
+                    removed += 1
+        if removed:
+            log.warning("removed %d stale hrneo rule(s) left by an earlier run", removed)
+        return removed
+
+    def start(self, cfg: Config) -> None:
+        """Remove stale rules, then install everything `cfg` needs."""
+        self.fw = cfg.firewall
+        prios = [p.route.priority for p in cfg.policies if p.route]
+        self.cleanup_stale(prios)
+        self.apply(cfg)
+
+    def apply(self, cfg: Config) -> None:
+        """Make the installed items those of `cfg` (reload): remove the old, add the new."""
+        self.fw = cfg.firewall
+        want = desired_items(cfg)
+        want_set = set(want)
+        for item in reversed(self.items):
+            if item not in want_set:
+                self._remove(item)
+                self.missing.discard(item)
+        have = set(self.items)
+        for item in want:
+            if item in have and item not in self.missing:
+                continue
+            if self._install(item):
+                self.missing.discard(item)
+            else:
+                self.missing.add(item)
+        self.items = want
+
+    def reconcile(self) -> int:
+        """Re-install items that vanished (firmware rewrote netfilter); return how many."""
+        fixed = 0
+        for item in self.items:
+            if item not in self.missing and self._present(item):
+                continue
+            try:
+                ok = self._install(item)
+            except FirewallError as e:
+                log.error("%s", e)
+                ok = False
+            if ok:
+                fixed += 1
+                if item in self.missing:
+                    log.info("installed %s", describe(item))
+                else:
+                    log.warning("%s had vanished: re-installed", describe(item))
+                self.missing.discard(item)
+            else:
+                self.missing.add(item)
+        return fixed
+
+    def stop(self) -> None:
+        """Remove everything installed, in reverse order."""
+        for item in reversed(self.items):
+            self._remove(item)
+        self.items = []
+        self.missing.clear()
+
+
+def describe(item: Item) -> str:
+    """Human text for log lines."""
+    if isinstance(item, IptRule):
+        prog = "iptables" if item.family == 4 else "ip6tables"
+        return f"{prog} -t {item.table} {item.chain} {shlex.join(item.spec)}"
+    if isinstance(item, IpRule):
+        return (
+            f"ip -{item.family} rule fwmark {item.mark:#x} table {item.table} "
+            f"priority {item.priority}"
+        )
+    via = f" via {item.gateway}" if item.gateway else ""
+    return f"ip -{item.family} route default{via} dev {item.interface} table {item.table}"
+
+
+def _stale_delete(line: str) -> list[str] | None:
+    """`-A CHAIN ... --comment hrneo:x ...` from `iptables -S` -> `-D CHAIN ...` argv."""
+    if COMMENT_PREFIX not in line or not line.startswith("-A "):
+        return None
+    try:
+        words = shlex.split(line)
+    except ValueError:
+        return None
+    for i, w in enumerate(words[:-1]):
+        if w == "--comment" and words[i + 1].startswith(COMMENT_PREFIX):
+            return ["-D", *words[1:]]
+    return None
