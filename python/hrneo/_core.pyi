@@ -58,6 +58,9 @@ class NflogReader:
         `qthresh` / `flush_timeout` (1/100 s) let the kernel batch packets;
         the defaults deliver each packet at once.
         """
+    @property
+    def group(self) -> int:
+        """The NFLOG group this reader is bound to."""
     def fileno(self) -> int: ...
     def read(self, max_events: int = 1024, timeout: Optional[float] = None) -> list[DnsEvent]:
         """Drain queued packets and return the DNS messages among them.
