@@ -41,7 +41,11 @@ fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()
             std::mem::size_of::<i32>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
@@ -51,7 +55,11 @@ fn getsockopt_int(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
     let rc = unsafe {
         libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast::<libc::c_void>(), &mut len)
     };
-    if rc == 0 { Ok(value) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl NetfilterSocket {
@@ -66,7 +74,11 @@ impl NetfilterSocket {
     }
 
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
-        if nonblocking { self.sock.nonblock() } else { self.sock.block() }
+        if nonblocking {
+            self.sock.nonblock()
+        } else {
+            self.sock.block()
+        }
     }
 
     /// Raise the receive buffer: SO_RCVBUFFORCE (root, ignores rmem_max), else SO_RCVBUF.
@@ -152,7 +164,11 @@ impl NetfilterSocket {
 
     /// Receive one datagram (waiting at most until `deadline`) and hand each
     /// message to `on_msg`. Returns false on timeout.
-    fn recv_batch(&mut self, deadline: Instant, on_msg: &mut dyn FnMut(&NlMsg<'_>)) -> io::Result<bool> {
+    fn recv_batch(
+        &mut self,
+        deadline: Instant,
+        on_msg: &mut dyn FnMut(&NlMsg<'_>),
+    ) -> io::Result<bool> {
         let left = deadline.saturating_duration_since(Instant::now());
         if !self.wait_readable(Some(left))? {
             return Ok(false);
@@ -195,7 +211,11 @@ impl NetfilterSocket {
                 Ok(false) => {
                     return Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("netlink: {} of {} acks never arrived", wanted.len() - acks.len(), wanted.len()),
+                        format!(
+                            "netlink: {} of {} acks never arrived",
+                            wanted.len() - acks.len(),
+                            wanted.len()
+                        ),
                     ))
                 }
                 Err(e) => return Err(e),
@@ -206,7 +226,12 @@ impl NetfilterSocket {
 
     /// Send a dump request (which must carry `seq`) and pass every reply
     /// message to `on_msg` until NLMSG_DONE. An error reply becomes `Err`.
-    pub fn dump(&mut self, request: &[u8], seq: u32, on_msg: &mut dyn FnMut(&NlMsg<'_>)) -> io::Result<()> {
+    pub fn dump(
+        &mut self,
+        request: &[u8],
+        seq: u32,
+        on_msg: &mut dyn FnMut(&NlMsg<'_>),
+    ) -> io::Result<()> {
         self.send(request)?;
         let deadline = Instant::now() + REPLY_TIMEOUT;
         let mut done = false;

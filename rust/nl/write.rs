@@ -57,7 +57,13 @@ impl Datagram {
 
     /// Start a message; it is complete when the returned writer is dropped or finished.
     /// `NLM_F_REQUEST` is always set.
-    pub fn message(&mut self, msg_type: u16, flags: u16, seq: u32, nfgen: Nfgenmsg) -> MsgWriter<'_> {
+    pub fn message(
+        &mut self,
+        msg_type: u16,
+        flags: u16,
+        seq: u32,
+        nfgen: Nfgenmsg,
+    ) -> MsgWriter<'_> {
         self.messages += 1;
         MsgWriter::begin(&mut self.buf, msg_type, flags | NLM_F_REQUEST, seq, nfgen)
     }
