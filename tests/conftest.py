@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from netns import Netns, leftover_namespaces  # noqa: E402
+from netns import Netns, leftover_namespaces
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -13,7 +13,8 @@ import itertools
 import os
 import shlex
 import subprocess
-from typing import Iterator, Sequence, Union
+from collections.abc import Iterator, Sequence
+from typing import Union
 
 Cmd = Union[str, Sequence[str]]
 
@@ -45,10 +46,12 @@ class Netns:
     def argv(self, cmd: Cmd) -> list[str]:
         return ["ip", "netns", "exec", self.name, *_argv(cmd)]
 
-    def sh(self, cmd: Cmd, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def sh(
+        self, cmd: Cmd, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command in the namespace; raise with its stderr if it fails and check is set."""
         proc = subprocess.run(
-            self.argv(cmd), capture_output=True, text=True, timeout=timeout
+            self.argv(cmd), capture_output=True, text=True, timeout=timeout, check=False
         )
         if check and proc.returncode != 0:
             raise RuntimeError(
@@ -75,7 +78,9 @@ class Netns:
 
     # -- clean-up --------------------------------------------------------------
     def pids(self) -> list[int]:
-        out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True)
+        out = subprocess.run(
+            ["ip", "netns", "pids", self.name], capture_output=True, text=True, check=False
+        )
         return [int(p) for p in out.stdout.split()]
 
     def delete(self) -> None:
@@ -84,16 +89,35 @@ class Netns:
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, 9)
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
         self.alive = False
 
 
-def link(a: Netns, b: Netns, name_a: str, name_b: str, addrs_a: Sequence[str] = (),
-         addrs_b: Sequence[str] = ()) -> None:
+def link(
+    a: Netns,
+    b: Netns,
+    name_a: str,
+    name_b: str,
+    addrs_a: Sequence[str] = (),
+    addrs_b: Sequence[str] = (),
+) -> None:
     """A veth pair between two namespaces, up, with the given addresses (CIDR)."""
     subprocess.run(
-        ["ip", "link", "add", name_a, "netns", a.name, "type", "veth", "peer", "name", name_b,
-         "netns", b.name],
+        [
+            "ip",
+            "link",
+            "add",
+            name_a,
+            "netns",
+            a.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            name_b,
+            "netns",
+            b.name,
+        ],
         check=True,
     )
     for ns, dev, addrs in ((a, name_a, addrs_a), (b, name_b, addrs_b)):
@@ -105,6 +129,8 @@ def link(a: Netns, b: Netns, name_a: str, name_b: str, addrs_a: Sequence[str] = 
 
 def leftover_namespaces() -> list[str]:
     """Namespaces this process made and did not delete (for a session-end check)."""
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True, check=False
+    ).stdout
     mine = f"hrneo-t{os.getpid()}-"
     return [line.split()[0] for line in out.splitlines() if line.startswith(mine)]

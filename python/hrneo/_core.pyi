@@ -1,7 +1,9 @@
 """Type stubs for hrneo._core, the compiled Rust core (see rust/py/)."""
 
+from collections.abc import Iterable
 from types import TracebackType
-from typing import Iterable, Optional, Union
+
+from typing_extensions import Self
 
 __version__: str
 
@@ -38,7 +40,7 @@ class DnsEvent:
     addresses: list[str]  # A/AAAA data reachable from qname through the chain, deduplicated
     min_ttl: int  # smallest TTL on the chain (0 if there are no answers)
 
-def parse_packet(data: bytes) -> Optional[DnsEvent]:
+def parse_packet(data: bytes) -> DnsEvent | None:
     """Parse one IPv4/IPv6 packet (UDP or TCP, port 53). None if it is not DNS."""
 
 class NflogReader:
@@ -62,7 +64,7 @@ class NflogReader:
     def group(self) -> int:
         """The NFLOG group this reader is bound to."""
     def fileno(self) -> int: ...
-    def read(self, max_events: int = 1024, timeout: Optional[float] = None) -> list[DnsEvent]:
+    def read(self, max_events: int = 1024, timeout: float | None = None) -> list[DnsEvent]:
         """Drain queued packets and return the DNS messages among them.
 
         timeout=None waits for the first packet; 0 does not wait; otherwise
@@ -71,12 +73,12 @@ class NflogReader:
     def stats(self) -> dict[str, int]:
         """Counters: packets, dns, malformed, incomplete, non_dns, dropped, enobufs, ..."""
     def close(self) -> None: ...
-    def __enter__(self) -> "NflogReader": ...
+    def __enter__(self) -> Self: ...
     def __exit__(
         self,
-        exc_type: Optional[type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None: ...
 
 # ---------------------------------------------------------------- ipset
@@ -85,9 +87,9 @@ class IpsetBatch:
     """Queue addresses for one set; commit() adds them and returns the NEW ones."""
 
     set_name: str
-    timeout: Optional[int]
+    timeout: int | None
 
-    def __init__(self, set_name: str, *, timeout: Optional[int] = None) -> None: ...
+    def __init__(self, set_name: str, *, timeout: int | None = None) -> None: ...
     def add(self, ip: str) -> None:
         """Queue an IPv4/IPv6 address, or a network for hash:net sets. ValueError if unparsable."""
     def extend(self, ips: Iterable[str]) -> None: ...
@@ -102,13 +104,14 @@ def ipset_create(
     settype: str = "hash:net",
     family: str = "inet",
     *,
-    timeout: Optional[int] = None,
-    maxelem: Optional[int] = None,
+    timeout: int | None = None,
+    maxelem: int | None = None,
     exist_ok: bool = False,
 ) -> None: ...
 def ipset_exists(name: str) -> bool: ...
-def ipset_info(name: str) -> dict[str, Union[str, int, None]]:
+def ipset_info(name: str) -> dict[str, str | int | None]:
     """type, family ("inet"/"inet6"), timeout (None if the set has none), maxelem, size, entries."""
+
 def ipset_test(name: str, ip: str) -> bool: ...
 def ipset_list(name: str) -> list[str]: ...
 def ipset_flush(name: str) -> None: ...
