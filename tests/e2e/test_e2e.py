@@ -1,0 +1,375 @@
+"""End to end: `python -m hrneo run` in a namespaced router between a client, a wan
+host (DNS + web servers answering "wan") and a vpn host (the same web addresses,
+answering "vpn"). See topology.py for the picture."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from conftest import require
+from dnsserver import build_message, query_tcp, query_udp
+from topology import (
+    DNS4,
+    DNS6,
+    PYTHON,
+    REPO,
+    SET4,
+    SET6,
+    TABLE,
+    Topology,
+    wait_for,
+)
+
+pytestmark = pytest.mark.e2e
+
+ZONE = {
+    ("example.org", "A"): ["203.0.113.22"],
+    ("www.example.org", "A"): ["203.0.113.21"],
+    ("www.example.org", "AAAA"): ["2001:db8:100::21"],
+    ("badexample.org", "A"): ["203.0.113.31"],
+    ("www.unwatched.test", "A"): ["203.0.113.32"],
+    ("example.org.evil.test", "A"): ["203.0.113.33"],
+    ("alias.example.org", "CNAME"): ["cdn.provider.test"],
+    ("cdn.provider.test", "A"): ["203.0.113.23"],
+    ("go.unwatched.test", "CNAME"): ["edge.example.net"],
+    ("edge.example.net", "A"): ["203.0.113.24"],
+    ("edge.example.net", "AAAA"): ["2001:db8:100::24"],
+    ("tcp.example.org", "A"): ["203.0.113.25"],
+    ("list.example.net", "A"): ["203.0.113.26"],
+    ("new.example.com", "A"): ["203.0.113.27"],
+    ("flush.example.org", "A"): ["203.0.113.10"],
+    ("flush.example.org", "AAAA"): ["2001:db8:100::10"],
+    ("long.example.org", "A"): ["203.0.113.11"],
+    ("change.example.org", "A"): ["203.0.113.12"],
+    ("garbage.example.org", "A"): ["203.0.113.41"],
+}
+
+
+def _require_e2e() -> None:
+    require(os.geteuid() == 0, "needs root")
+    for tool in ("ip", "ipset", "iptables", "ip6tables", "conntrack"):
+        require(shutil.which(tool) is not None, f"needs the `{tool}` program")
+
+
+@pytest.fixture(scope="module")
+def topo() -> Iterator[Topology]:
+    """The four hosts with hrneo running in the router (shared by this module's tests)."""
+    _require_e2e()
+    t = Topology()
+    try:
+        for (name, rtype), data in ZONE.items():
+            t.dns.set(name, rtype, *data)
+        t.write_config(domains=["example.org"], list_lines=["# a list file", "example.net"])
+        t.start_daemon()
+        yield t
+    finally:
+        t.close()
+
+
+@pytest.fixture(autouse=True)
+def _daemon_survives(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test using the shared daemon must leave it running."""
+    yield
+    if "topo" in request.fixturenames:
+        t: Topology = request.getfixturevalue("topo")
+        assert t.daemon_alive(), f"the daemon died:\n{t.log()}"
+
+
+def resolve(
+    t: Topology, name: str, qtype: str = "A", *, tcp: bool = False, server: str = DNS4
+) -> list[str]:
+    """Resolve from the client host through the router; return the answer's addresses."""
+    with t.client.enter():
+        answer = (query_tcp if tcp else query_udp)(server, name, qtype)
+    return answer.addresses()
+
+
+def in_set(t: Topology, addr: str, timeout: float = 5.0) -> bool:
+    """Wait (bounded) until `addr` is in the policy's set of its family."""
+    set_name = SET6 if ":" in addr else SET4
+    return bool(wait_for(lambda: addr in t.members(set_name), timeout=timeout))
+
+
+def sentinel(t: Topology, label: str) -> None:
+    """Resolve a fresh watched name and wait for it: every answer sent before it has
+    been processed by then (the daemon reads in order), so absent means not added."""
+    addr = f"203.0.113.{200 + sum(label.encode()) % 50}"
+    name = f"{label}.sentinel.example.org"
+    t.dns.set(name, "A", addr)
+    assert resolve(t, name) == [addr]
+    assert in_set(t, addr), f"sentinel {name} never reached the set:\n{t.log()}"
+
+
+# ---------------------------------------------------------------- matching
+
+
+def test_watched_a_and_aaaa_land_in_sets(topo: Topology) -> None:
+    assert resolve(topo, "www.example.org") == ["203.0.113.21"]
+    assert resolve(topo, "www.example.org", "AAAA", server=DNS6) == ["2001:db8:100::21"]
+    assert resolve(topo, "example.org") == ["203.0.113.22"]
+    assert in_set(topo, "203.0.113.21")
+    assert in_set(topo, "2001:db8:100::21")
+    assert in_set(topo, "203.0.113.22")
+    # each family goes to its own set
+    assert "2001:db8:100::21" not in topo.members(SET4)
+    assert "203.0.113.21" not in topo.members(SET6)
+
+
+def test_unwatched_names_and_lookalikes_are_not_added(topo: Topology) -> None:
+    for name in ("badexample.org", "www.unwatched.test", "example.org.evil.test"):
+        assert resolve(topo, name)  # the client did get an answer
+    sentinel(topo, "lookalike")
+    members = topo.members(SET4)
+    for addr in ("203.0.113.31", "203.0.113.32", "203.0.113.33"):
+        assert addr not in members
+
+
+def test_cname_watched_alias_to_unwatched_target(topo: Topology) -> None:
+    assert resolve(topo, "alias.example.org") == ["203.0.113.23"]
+    assert in_set(topo, "203.0.113.23")
+
+
+def test_cname_unwatched_alias_to_watched_target(topo: Topology) -> None:
+    assert resolve(topo, "go.unwatched.test") == ["203.0.113.24"]
+    assert resolve(topo, "go.unwatched.test", "AAAA") == ["2001:db8:100::24"]
+    assert in_set(topo, "203.0.113.24")
+    assert in_set(topo, "2001:db8:100::24")
+
+
+def test_dns_over_tcp_is_seen(topo: Topology) -> None:
+    assert resolve(topo, "tcp.example.org", tcp=True) == ["203.0.113.25"]
+    assert ("tcp", "tcp.example.org", "A") in topo.dns.queries
+    assert in_set(topo, "203.0.113.25")
+
+
+def test_list_file_domains_are_watched(topo: Topology) -> None:
+    assert resolve(topo, "list.example.net") == ["203.0.113.26"]
+    assert in_set(topo, "203.0.113.26")
+
+
+# ---------------------------------------------------------------- conntrack and routing
+
+
+@pytest.mark.parametrize("addr,qtype", [("203.0.113.10", "A"), ("2001:db8:100::10", "AAAA")])
+def test_connection_opened_before_resolution_is_flushed(
+    topo: Topology, addr: str, qtype: str
+) -> None:
+    old = topo.connect(addr)
+    try:
+        assert old.ask() == "wan"
+        port = f"sport={old.local_port} "
+        assert any(port in e for e in topo.conntrack(addr)), topo.conntrack(addr)
+        assert resolve(topo, "flush.example.org", qtype) == [addr]
+        assert in_set(topo, addr), topo.log()
+        # the NEW address's entries are deleted, so the flow cannot stay on wan
+        assert wait_for(lambda: not any(port in e for e in topo.conntrack(addr))), topo.conntrack(
+            addr
+        )
+        new = topo.connect(addr)
+        try:
+            assert new.ask() == "vpn"
+        finally:
+            new.close()
+    finally:
+        old.close()
+
+
+def _entry_id(entries: list[str], port: int) -> str:
+    for e in entries:
+        if f"sport={port} " in e:
+            return e.split("id=")[-1].split()[0]
+    return ""
+
+
+def test_long_lived_connection_keeps_its_entry_and_timeout_refreshes(topo: Topology) -> None:
+    addr = "203.0.113.11"
+    assert resolve(topo, "long.example.org") == [addr]
+    assert in_set(topo, addr)
+    conn = topo.connect(addr)
+    try:
+        assert conn.ask() == "vpn"
+        before = _entry_id(topo.conntrack(addr), conn.local_port)
+        assert before
+        first = topo.members()[addr]
+        assert first is not None
+        # let the set's countdown move, so a refresh is visible
+        assert wait_for(lambda: (topo.members().get(addr) or 0) <= first - 2, timeout=5)
+        lowered = topo.members()[addr]
+        assert lowered is not None
+        assert resolve(topo, "long.example.org") == [addr]
+        assert wait_for(lambda: (topo.members().get(addr) or 0) > lowered, timeout=5), (
+            f"timeout not refreshed: {topo.members().get(addr)} after {lowered}"
+        )
+        sentinel(topo, "longlived")
+        # a present address is not NEW: its connections keep their conntrack entries
+        assert _entry_id(topo.conntrack(addr), conn.local_port) == before, topo.log()
+        assert conn.ask() == "vpn"
+    finally:
+        conn.close()
+
+
+def test_changed_answer_adds_only_the_new_address(topo: Topology) -> None:
+    old_addr, new_addr = "203.0.113.12", "203.0.113.13"
+    assert resolve(topo, "change.example.org") == [old_addr]
+    assert in_set(topo, old_addr)
+    conn = topo.connect(old_addr)
+    try:
+        assert conn.ask() == "vpn"
+        before = _entry_id(topo.conntrack(old_addr), conn.local_port)
+        assert before
+        topo.dns.set("change.example.org", "A", new_addr)
+        assert resolve(topo, "change.example.org") == [new_addr]
+        assert in_set(topo, new_addr)
+        sentinel(topo, "changed")
+        assert old_addr in topo.members()
+        assert _entry_id(topo.conntrack(old_addr), conn.local_port) == before
+        assert conn.ask() == "vpn"
+    finally:
+        conn.close()
+        topo.dns.set("change.example.org", "A", old_addr)
+
+
+# ---------------------------------------------------------------- hostile input
+
+
+def test_garbage_and_spoofed_packets_change_nothing(topo: Topology) -> None:
+    before = topo.members()
+    # garbage answers to a real query
+    topo.dns.garbage = True
+    try:
+        with topo.client.enter(), pytest.raises((OSError, ValueError)):
+            query_udp(DNS4, "garbage.example.org", timeout=0.5)
+    finally:
+        topo.dns.garbage = False
+    # random bytes from port 53, towards the client, both families
+    for i in range(200):
+        payload = os.urandom(1 + (i * 37) % 600)
+        topo.dns.send_raw(payload, "192.0.2.2", 40000 + i)
+        topo.dns6.send_raw(payload, "2001:db8:1::2", 40000 + i)
+    # a truncated but plausible header, and a QUERY that carries answer records
+    spoof = build_message(
+        0x4242,
+        "spoof.example.org",
+        "A",
+        [("spoof.example.org", "A", "203.0.113.40")],
+        response=False,
+    )
+    topo.dns.send_raw(spoof, "192.0.2.2", 40999)
+    topo.dns.send_raw(spoof[:20], "192.0.2.2", 40998)
+    sentinel(topo, "garbage")
+    after = topo.members()
+    assert "203.0.113.40" not in after
+    assert "203.0.113.41" not in after
+    added = set(after) - set(before)
+    assert all(a.startswith("203.0.113.2") for a in added), added  # only the sentinel
+
+
+def test_status_reports_counters(topo: Topology) -> None:
+    # its own traffic, so it does not depend on the other tests
+    topo.dns.send_raw(b"\x00" * 7, "192.0.2.2", 41000)
+    spoof = build_message(
+        7, "status.example.org", "A", [("status.example.org", "A", "203.0.113.42")], response=False
+    )
+    topo.dns.send_raw(spoof, "192.0.2.2", 41001)
+    sentinel(topo, "status")
+    out = _hrneo("status", "--json", "--socket", str(topo.control))
+    assert out.returncode == 0, out.stderr
+    st = json.loads(out.stdout)
+    assert st["malformed"] >= 1  # counted, not raised
+    assert st["queries_ignored"] >= 1  # the QUERY with answer records
+    (pol,) = st["policies"]
+    assert pol["name"] == "vpn1"
+    assert pol["new"] >= 1 and pol["matched"] >= 1
+    assert "203.0.113.42" not in topo.members()
+
+
+# ---------------------------------------------------------------- reload
+
+
+def test_sighup_picks_up_an_edited_list(topo: Topology) -> None:
+    addr = "203.0.113.27"
+    assert resolve(topo, "new.example.com") == [addr]
+    sentinel(topo, "prereload")
+    assert addr not in topo.members()
+    kept = set(topo.members())
+    topo.list_file.write_text("# a list file\nexample.net\nexample.com\n")
+    assert topo.daemon is not None
+    topo.daemon.send_signal(signal.SIGHUP)
+
+    def added() -> bool:
+        resolve(topo, "new.example.com")
+        return in_set(topo, addr, timeout=0.3)
+
+    assert wait_for(added, timeout=8), topo.log()
+    # the reload dropped no set entries and the old watchlist still works
+    assert kept <= set(topo.members())
+    assert resolve(topo, "list.example.net") == ["203.0.113.26"]
+    assert topo.daemon_alive()
+
+
+# ---------------------------------------------------------------- check / stop
+
+
+def _hrneo(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+    return subprocess.run(
+        [PYTHON, "-m", "hrneo", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_check_names_the_bad_line_of_a_list(tmp_path: Path) -> None:
+    good = tmp_path / "good.list"
+    good.write_text("# fine\nexample.org\nwww.example.net\n")
+    bad = tmp_path / "bad.list"
+    bad.write_text("# header\nexample.org\nnot a domain!\nexample.net\n")
+    cfg = tmp_path / "hrneo.yaml"
+    body = """nflog_group: 100
+firewall: {{manage_rules: false}}
+policies:
+  - name: vpn1
+    ipset: hr_check
+    domains: [example.com]
+    domain_files: [{}]
+"""
+    cfg.write_text(body.format(good))
+    ok = _hrneo("check", "--config", str(cfg))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    cfg.write_text(body.format(bad))
+    broken = _hrneo("check", "--config", str(cfg))
+    assert broken.returncode == 2, broken.stdout + broken.stderr
+    assert f"{bad}:3" in broken.stdout + broken.stderr
+
+
+def test_sigterm_exits_0_and_leaves_nothing_behind() -> None:
+    _require_e2e()
+    t = Topology()
+    try:
+        t.write_config(domains=["example.org"], list_lines=[])
+        baseline = t.firewall_dump()
+        t.start_daemon()
+        running = t.firewall_dump()
+        # it did install something: NFLOG, the mark, the rule and the table's route
+        for needle in ("NFLOG", "MARK", "lookup 1001", f"table {TABLE}\ndefault"):
+            assert needle in running and needle not in baseline, running
+        assert t.stop_daemon(signal.SIGTERM) == 0, t.log()
+        assert t.firewall_dump() == baseline
+        # sets stay: the kernel keeps what was learned across restarts
+        assert t.router.sh(f"ipset list -n {SET4}", check=False).returncode == 0
+    finally:
+        t.close()

@@ -1,0 +1,335 @@
+"""The end-to-end network: client -- router -- wan, router -- vpn.
+
+    client 192.0.2.2/26, 2001:db8:1::2/64
+       | c0 / r0
+    router (hrneo, NAT, ip_forward) ---- r2 / v0 ---- vpn 192.0.2.66/26, 2001:db8:3::2/64
+       | r1 / w0                                       lo: 203.0.113.10-13, 2001:db8:100::10-13
+    wan 198.51.100.2/24, 2001:db8:2::2/64               (web servers answer "vpn")
+       lo: the same web addresses (answer "wan"); DNS server on 198.51.100.2 and 2001:db8:2::2
+
+The router's main table goes to wan; the policy's table (hrneo's `route`) to vpn.
+Every address is a documentation address; every namespace is deleted by close().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dnsserver import DnsServer
+from netns import Netns, link
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = os.environ.get("HRNEO_PYTHON", sys.executable)
+
+DNS4 = "198.51.100.2"
+DNS6 = "2001:db8:2::2"
+VPN_GW4 = "192.0.2.66"
+VPN_GW6 = "2001:db8:3::2"
+WEB4 = ["203.0.113.10", "203.0.113.11", "203.0.113.12", "203.0.113.13"]
+WEB6 = ["2001:db8:100::10", "2001:db8:100::11", "2001:db8:100::12", "2001:db8:100::13"]
+WEB_PORT = 8080
+SET4 = "hr_e2e"
+SET6 = "hr_e2e6"
+TABLE = 1001
+MARK = 0x1001
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 5.0, step: float = 0.05) -> object:
+    """Poll `cond` until it returns something truthy or `timeout` passes; return the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(step)
+
+
+class WebServer:
+    """TCP server that answers every line it receives with its label ("wan" / "vpn")."""
+
+    def __init__(self, address: str, label: str, port: int = WEB_PORT) -> None:
+        fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self.label = label
+        self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((address, port))
+        self.sock.listen(32)
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._client, args=(conn,), daemon=True).start()
+
+    def _client(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        with conn, contextlib.suppress(OSError):
+            for _ in range(1000):  # bounded
+                data = conn.recv(4096)
+                if not data:
+                    return
+                conn.sendall(self.label.encode())
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+class Connection:
+    """A client TCP connection (socket made inside the client namespace)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.local_port = sock.getsockname()[1]
+
+    def ask(self, timeout: float = 2.0) -> str:
+        """Send one line; return the label the server answered with ('' if none)."""
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(b"?\n")
+            return self.sock.recv(16).decode()
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Topology:
+    """Builds the four hosts; start_daemon() runs hrneo in the router."""
+
+    def __init__(self) -> None:
+        self.nss: list[Netns] = []
+        self.servers: list[object] = []
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.tmp = Path(tempfile.mkdtemp(prefix="hrneo-e2e-"))
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+
+    def _ns(self, tag: str) -> Netns:
+        ns = Netns(tag)
+        self.nss.append(ns)
+        return ns
+
+    def _build(self) -> None:
+        self.client = self._ns("c")
+        self.router = self._ns("r")
+        self.wan = self._ns("w")
+        self.vpn = self._ns("v")
+        link(
+            self.client,
+            self.router,
+            "c0",
+            "r0",
+            ["192.0.2.2/26", "2001:db8:1::2/64"],
+            ["192.0.2.1/26", "2001:db8:1::1/64"],
+        )
+        link(
+            self.router,
+            self.wan,
+            "r1",
+            "w0",
+            ["198.51.100.1/24", "2001:db8:2::1/64"],
+            [f"{DNS4}/24", f"{DNS6}/64"],
+        )
+        link(
+            self.router,
+            self.vpn,
+            "r2",
+            "v0",
+            ["192.0.2.65/26", "2001:db8:3::1/64"],
+            [f"{VPN_GW4}/26", f"{VPN_GW6}/64"],
+        )
+        self.client.sh("ip route add default via 192.0.2.1")
+        self.client.sh("ip -6 route add default via 2001:db8:1::1")
+        r = self.router
+        for cmd in (
+            "sysctl -qw net.ipv4.ip_forward=1",
+            "sysctl -qw net.ipv6.conf.all.forwarding=1",
+            # Replies from the vpn host come back on r2 for addresses the main table
+            # sends to wan: strict reverse-path filtering would drop them.
+            "sysctl -qw net.ipv4.conf.all.rp_filter=2",
+            "sysctl -qw net.ipv4.conf.default.rp_filter=2",
+            "ip route add default via 198.51.100.2",
+            "ip -6 route add default via 2001:db8:2::2",
+            # The router NATs on both uplinks, as home routers do; NAT also makes
+            # conntrack track in this namespace.
+            "iptables -w -t nat -A POSTROUTING -o r1 -j MASQUERADE",
+            "iptables -w -t nat -A POSTROUTING -o r2 -j MASQUERADE",
+            "ip6tables -w -t nat -A POSTROUTING -o r1 -j MASQUERADE",
+            "ip6tables -w -t nat -A POSTROUTING -o r2 -j MASQUERADE",
+        ):
+            r.sh(cmd)
+        for ns, label in ((self.wan, "wan"), (self.vpn, "vpn")):
+            for a4, a6 in zip(WEB4, WEB6):
+                ns.sh(f"ip addr add {a4}/32 dev lo")
+                ns.sh(f"ip addr add {a6}/128 dev lo nodad")
+        # wan reaches the client network only for the spoofing tests (no NAT that way).
+        self.wan.sh("ip route add 192.0.2.0/26 via 198.51.100.1")
+        self.wan.sh("ip -6 route add 2001:db8:1::/64 via 2001:db8:2::1")
+        self.vpn.sh("ip route add default via 192.0.2.65")
+        self.vpn.sh("ip -6 route add default via 2001:db8:3::1")
+        with self.wan.enter():
+            self.dns = DnsServer(DNS4)
+            self.dns6 = DnsServer(DNS6)
+            self.dns6.zone = self.dns.zone  # one zone, two listeners
+            self.dns6._lock = self.dns._lock
+            self.servers += [self.dns, self.dns6]
+            self.servers += [WebServer(a, "wan") for a in WEB4 + WEB6]
+        with self.vpn.enter():
+            self.servers += [WebServer(a, "vpn") for a in WEB4 + WEB6]
+
+    # -- client side -------------------------------------------------------------
+    def connect(self, address: str, port: int = WEB_PORT, timeout: float = 2.0) -> Connection:
+        """Open a TCP connection from the client host."""
+        fam = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with self.client.enter():
+            s = socket.socket(fam, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        s.connect((address, port))
+        return Connection(s)
+
+    # -- router state ------------------------------------------------------------
+    def members(self, set_name: str = SET4) -> dict[str, int | None]:
+        """Members of a set in the router and their remaining timeout (None: no timeout)."""
+        out = self.router.sh(f"ipset save {set_name}", check=False).stdout
+        found: dict[str, int | None] = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "add":
+                addr = parts[2].removesuffix("/32").removesuffix("/128")
+                timeout = int(parts[parts.index("timeout") + 1]) if "timeout" in parts else None
+                found[addr] = timeout
+        return found
+
+    def conntrack(self, address: str) -> list[str]:
+        """The router's conntrack entries towards `address` (one line each)."""
+        fam = "ipv6" if ":" in address else "ipv4"
+        out = self.router.sh(f"conntrack -L -f {fam} -d {address} -o id", check=False).stdout
+        return [line for line in out.splitlines() if "dport" in line]
+
+    def firewall_dump(self) -> str:
+        """Everything in the router that hrneo could have installed."""
+        parts = []
+        for cmd in (
+            "iptables -w -S",
+            "iptables -w -t mangle -S",
+            "ip6tables -w -S",
+            "ip6tables -w -t mangle -S",
+            "ip rule",
+            "ip -6 rule",
+            f"ip route show table {TABLE}",
+            f"ip -6 route show table {TABLE}",
+        ):
+            parts.append(f"$ {cmd}\n" + self.router.sh(cmd, check=False).stdout)
+        return "\n".join(parts)
+
+    # -- the daemon ----------------------------------------------------------------
+    def write_config(self, domains: list[str], list_lines: list[str], timeout: int = 300) -> Path:
+        """Write the daemon's config and its list file; return the config path."""
+        self.list_file = self.tmp / "vpn.list"
+        self.list_file.write_text("".join(f"{line}\n" for line in list_lines))
+        self.control = self.tmp / "hrneo.sock"
+        cfg = self.tmp / "hrneo.yaml"
+        cfg.write_text(
+            f"""nflog_group: 100
+control_socket: {self.control}
+firewall:
+  manage_rules: true
+  dns_chains: [FORWARD]
+  ipv6: true
+policies:
+  - name: vpn1
+    ipset: {SET4}
+    ipset6: {SET6}
+    timeout: {timeout}
+    reconnect: true
+    domains: [{", ".join(domains)}]
+    domain_files: [{self.list_file}]
+    route:
+      interface: r2
+      gateway: {VPN_GW4}
+      gateway6: "{VPN_GW6}"
+      table: {TABLE}
+      mark: {MARK:#x}
+"""
+        )
+        self.config = cfg
+        return cfg
+
+    def start_daemon(self) -> subprocess.Popen[bytes]:
+        """Run `python -m hrneo run` in the router; wait until its NFLOG rules are in place."""
+        self.log_path = self.tmp / "daemon.log"
+        env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
+        with open(self.log_path, "wb") as log:
+            self.daemon = self.router.popen(
+                [PYTHON, "-m", "hrneo", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+
+        def ready() -> bool:
+            rules = self.router.sh("iptables -w -S FORWARD", check=False).stdout
+            sets = self.router.sh(f"ipset list -n {SET4}", check=False).returncode == 0
+            return "NFLOG" in rules and sets and self.control.exists()
+
+        if not wait_for(ready, timeout=15):
+            raise RuntimeError(f"daemon did not come up:\n{self.log()}")
+        return self.daemon
+
+    def log(self) -> str:
+        """The daemon's output so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def daemon_alive(self) -> bool:
+        return self.daemon is not None and self.daemon.poll() is None
+
+    def stop_daemon(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        """Signal the daemon and wait for it; return its exit code (None if it had to be killed)."""
+        if self.daemon is None:
+            return None
+        proc, self.daemon = self.daemon, None
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                return None
+        return proc.returncode
+
+    def close(self) -> None:
+        """Stop everything and delete every namespace."""
+        with contextlib.suppress(Exception):
+            self.stop_daemon(signal.SIGKILL, timeout=5)
+        for srv in self.servers:
+            with contextlib.suppress(Exception):
+                srv.close()  # type: ignore[attr-defined]
+        for ns in self.nss:
+            ns.delete()
+        subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
