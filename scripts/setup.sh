@@ -5,13 +5,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v cargo >/dev/null || {
-    echo "setup: needs a Rust toolchain (>= 1.85): https://rustup.rs" >&2
-    exit 1
-}
-for tool in ipset iptables ip; do
-    command -v "$tool" >/dev/null || echo "setup: warning: \`$tool\` not found (the daemon needs it)" >&2
+# On a fresh Debian/Ubuntu box (as root) install what is missing; elsewhere say what is.
+need_apt=()
+for tool in ipset iptables ip conntrack; do
+    command -v "$tool" >/dev/null || need_apt+=("$tool")
 done
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! cargo --version >/dev/null 2>&1; then
+    # Debian 12's plain rustc is 1.63; its `-web` packages carry a current Rust.
+    need_apt+=(rustc-web cargo-web)
+fi
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        pkgs=()
+        for t in "${need_apt[@]}"; do
+            case "$t" in ip) pkgs+=(iproute2) ;; *) pkgs+=("$t") ;; esac
+        done
+        apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+            --no-install-recommends build-essential "${pkgs[@]}"
+    else
+        echo "setup: missing: ${need_apt[*]} (install them, or run this as root on Debian)" >&2
+        exit 1
+    fi
+fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip

@@ -407,15 +407,19 @@ class _Loader:
         origins = array("Q", found.values())
         if not domains and not static:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
+        # Validated before the early return below, so one run reports every bad value.
+        timeout = self.get(m, "timeout", DEFAULT_TIMEOUT, _int_range("", 0, 2147483))
+        reconnect = self.get(m, "reconnect", True, _bool)
+        maxelem = self.get(m, "maxelem", None, _int_range("", 1, 2**31 - 1))
         if name is None or ipset is None:
             return None
         return Policy(
             name=name,
             ipset=ipset,
             ipset6=ipset6,
-            timeout=self.get(m, "timeout", DEFAULT_TIMEOUT, _int_range("", 0, 2147483)),
-            reconnect=self.get(m, "reconnect", True, _bool),
-            maxelem=self.get(m, "maxelem", None, _int_range("", 1, 2**31 - 1)),
+            timeout=timeout,
+            reconnect=reconnect,
+            maxelem=maxelem,
             domains=domains,
             domain_origins=origins,
             sources=tuple(sources),

@@ -197,3 +197,24 @@ def test_example_config_is_valid() -> None:
     cfg, _warnings = load_config(str(example))
     assert [p.name for p in cfg.policies] == ["vpn1", "direct"]
     assert "xn--bcher-kva.example" in cfg.policies[0].domains
+
+
+def test_every_bad_value_of_a_policy_is_reported_in_one_run(tmp_path: Path) -> None:
+    # A bad set name used to end the policy's checks before timeout/reconnect/maxelem.
+    path = write(
+        tmp_path,
+        """\
+        policies:
+          - name: vpn1
+            ipset: this_set_name_is_longer_than_the_kernel_allows
+            timeout: -5
+            reconnect: maybe
+            maxelem: 0
+            domains: [example.com]
+        """,
+    )
+    errs = errors_of(path)
+    assert any(e.startswith(f"{path}:3: ipset") for e in errs), errs
+    assert any(e.startswith(f"{path}:4: timeout") and "-5" in e for e in errs), errs
+    assert any(e.startswith(f"{path}:5: reconnect") for e in errs), errs
+    assert any(e.startswith(f"{path}:6: maxelem") for e in errs), errs
