@@ -673,6 +673,11 @@ impl IpsetBatch {
     /// Queue an address or network; duplicates are kept once, in first-seen order.
     pub fn add(&mut self, text: &str) -> Result<()> {
         let e = Entry::parse(text)?;
+        // Once the set's header is known, an entry it cannot take is refused here,
+        // before it is queued.
+        if let Some(h) = &self.header {
+            h.check_entry(&e)?;
+        }
         if self.queued.insert(e) {
             self.queue.push(e);
         }
@@ -703,14 +708,38 @@ impl IpsetBatch {
     /// Add everything queued. Returns the entries that were new (absent or
     /// expired), in queue order. One round trip when all are new; present
     /// entries of a timeout set get a second one that refreshes their timeout.
-    /// The queue is emptied unless the batch was refused before sending.
+    /// The queue is emptied once sent; entries the set cannot take are dropped
+    /// from it and reported as an error, the rest stay queued.
     pub fn commit(&mut self) -> Result<Vec<String>> {
         if self.queue.is_empty() {
             return Ok(Vec::new());
         }
         let header = self.header()?.clone();
-        for e in &self.queue {
-            header.check_entry(e)?;
+        // Entries the set cannot take (family, network into hash:ip) leave the
+        // queue and are reported; the others stay queued for the next commit, so
+        // one bad address neither poisons the batch nor loses the good ones.
+        let mut refused: Option<(Error, usize)> = None;
+        self.queue.retain(|e| match header.check_entry(e) {
+            Ok(()) => true,
+            Err(err) => {
+                refused.get_or_insert((err, 0)).1 += 1;
+                false
+            }
+        });
+        if let Some((err, n)) = refused {
+            self.queued = self.queue.iter().copied().collect();
+            return Err(match err {
+                Error::Ipset { set, code, reason } => Error::Ipset {
+                    set,
+                    code,
+                    reason: format!(
+                        "{reason} ({n} refused entr{}; {} still queued)",
+                        if n == 1 { "y" } else { "ies" },
+                        self.queue.len()
+                    ),
+                },
+                other => other,
+            });
         }
         // timeout 0 on a set without timeouts means "forever", which it is anyway.
         let timeout = match self.timeout {

@@ -206,6 +206,22 @@ def test_family_mismatch(ns: Netns, family: str, addr: str, words: str) -> None:
     assert cli_members(ns, "fam") == {}
 
 
+def test_refused_entry_leaves_the_queue_and_the_good_ones_survive(ns: Netns) -> None:
+    ns.sh("ipset create fam hash:ip family inet")
+    b = IpsetBatch("fam")
+    b.extend(["192.0.2.1", "2001:db8::1", "192.0.2.2"])
+    with pytest.raises(IpsetError) as ei:
+        b.commit()
+    assert "1 refused entry; 2 still queued" in str(ei.value)
+    assert len(b) == 2
+    # The bad address is gone: the next commit sends the good ones.
+    assert b.commit() == ["192.0.2.1", "192.0.2.2"]
+    # With the header known, a wrong-family address is refused at add().
+    with pytest.raises(IpsetError):
+        b.add("2001:db8::2")
+    assert len(b) == 0
+
+
 @pytest.mark.parametrize(
     "bad", ["192.0.2.300", "example.com", "", "192.0.2.0/33", "2001:db8::/129"]
 )
