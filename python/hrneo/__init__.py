@@ -14,6 +14,14 @@ from hrneo._core import (
     IpsetError,
     NflogReader,
     __version__,
+    ipset_create,
+    ipset_destroy,
+    ipset_exists,
+    ipset_flush,
+    ipset_info,
+    ipset_list,
+    ipset_swap,
+    ipset_test,
     parse_packet,
 )
 
@@ -25,5 +33,13 @@ __all__ = [
     "IpsetError",
     "NflogReader",
     "__version__",
+    "ipset_create",
+    "ipset_destroy",
+    "ipset_exists",
+    "ipset_flush",
+    "ipset_info",
+    "ipset_list",
+    "ipset_swap",
+    "ipset_test",
     "parse_packet",
 ]
