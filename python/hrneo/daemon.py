@@ -17,6 +17,7 @@ import logging
 import os
 import selectors
 import signal
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +33,12 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS = 4096  # per read; the selector wakes us again if more is queued
 RATE_WINDOW = 5.0  # seconds over which events/s is measured
+# After a conntrack flush the worker rests FLUSH_REST_RATIO times as long as it
+# took (at most FLUSH_REST_MAX s) before the next one: under load the dumps (pure
+# kernel CPU, ~10 ms each) then use at most a third of a core, and more addresses
+# share each. When idle the first flush starts at once.
+FLUSH_REST_RATIO = 2.0
+FLUSH_REST_MAX = 0.05
 
 
 # ------------------------------------------------------------------ core interfaces
@@ -56,6 +63,7 @@ class ReaderLike(Protocol):
 
 class BatchLike(Protocol):
     def add(self, ip: str) -> None: ...
+    def extend(self, ips: Iterable[str]) -> None: ...
     def commit(self) -> list[str]: ...
     def clear(self) -> None: ...
 
@@ -108,6 +116,101 @@ class CoreBackend:
         return dict(self._ipset.info(name))
 
 
+# ------------------------------------------------------------------ conntrack worker
+
+
+FlushDone = Callable[[list[str], dict[str, int], int | BaseException], None]
+
+
+class FlushWorker:
+    """One thread that runs ConntrackFlusher.flush off the event loop.
+
+    A flush costs a full conntrack dump (~10 ms even for an empty table, the
+    kernel walks a hash shared by every namespace), far too slow for the hot
+    path. The loop `submit()`s new addresses AFTER their ipset commit, so an
+    address's entries are only ever deleted once it is in its set. Everything
+    submitted while a flush runs is coalesced into the next single call: at most
+    one flush in flight and one pending, whatever the load. `close()` flushes
+    what is pending, then joins (bounded).
+
+    `done(ips, share, result)` runs in the worker thread after each call, with
+    the entry count or the exception; `share` is policy name -> address count.
+    """
+
+    def __init__(self, flusher: FlusherLike, done: FlushDone) -> None:
+        self._flusher = flusher
+        self._done = done
+        self._cond = threading.Condition()
+        self._ips: list[str] = []
+        self._share: dict[str, int] = {}
+        self._busy = False  # a flush is running
+        self._closing = False
+        self._rest_until = 0.0  # monotonic time before which no new flush starts
+        self.calls = 0  # flush calls made (for status and tests)
+        self._thread = threading.Thread(target=self._run, name="hrneo-conntrack", daemon=True)
+        self._thread.start()
+
+    def submit(self, ips: Sequence[str], share: dict[str, int]) -> None:
+        """Queue addresses (already in their sets) for the next flush; never blocks long."""
+        with self._cond:
+            self._ips.extend(ips)
+            for name, n in share.items():
+                self._share[name] = self._share.get(name, 0) + n
+            self._cond.notify()
+
+    def pending(self) -> int:
+        """Addresses waiting for the next flush."""
+        with self._cond:
+            return len(self._ips)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing is pending or running; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._ips and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._ips) or self._closing)
+                while not self._closing:  # rest, unless stopping
+                    left = self._rest_until - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                if not self._ips:
+                    return  # closing, and nothing left to flush
+                ips, share = self._ips, self._share
+                self._ips, self._share = [], {}
+                self._busy = True
+            result: int | BaseException
+            t0 = time.monotonic()
+            try:
+                result = self._flusher.flush(ips)  # releases the GIL for the dump
+            except Exception as e:  # noqa: BLE001 - reported to the daemon, the worker lives on
+                result = e
+            took = time.monotonic() - t0
+            self._rest_until = t0 + took + min(took * FLUSH_REST_RATIO, FLUSH_REST_MAX)
+            self.calls += 1
+            try:
+                self._done(ips, share, result)
+            except Exception:  # a bug in the handler must not kill the worker
+                log.exception("conntrack worker: result handler failed")
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush what is pending, stop the thread; False if it did not end in time."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("conntrack worker did not stop within %.1f s", timeout)
+            return False
+        return True
+
+
 # ------------------------------------------------------------------ state
 
 
@@ -158,6 +261,7 @@ class Daemon:
         self.plans: dict[str, SetPlan] = {}
         self.batches: dict[str, BatchLike] = {}
         self.flusher: FlusherLike | None = None
+        self.flush_worker: FlushWorker | None = None
         self.reader: ReaderLike | None = None
         self.control: ControlServer | None = None
         self.sel = selectors.DefaultSelector()
@@ -270,68 +374,106 @@ class Daemon:
         )  # fmt: skip
 
     def _open_flusher(self, cfg: Config) -> None:
-        if self.flusher is None and any(p.reconnect for p in cfg.policies):
+        if self.flush_worker is not None or not any(p.reconnect for p in cfg.policies):
+            return
+        if self.flusher is None:
             try:
                 self.flusher = self.backend.open_flusher()
             except OSError as e:
                 log.error("conntrack unavailable (%s): reconnect is off", e)
+                return
+        self.flush_worker = FlushWorker(self.flusher, self._flush_done)
 
     # -- the hot path ----------------------------------------------------------
     def process(self, events: Iterable[EventLike]) -> None:
         """Match a batch of events; one commit per set, then one conntrack flush."""
         wl = self.watchlist
         policies = self.config.policies
-        c = self.counters
         # set -> address -> the question name that brought it (first wins)
         pending: dict[str, dict[str, str]] = {}
+        # policy index -> its (v4, v6) dicts of `pending`, made on first use
+        targets: dict[int, tuple[dict[str, str], dict[str, str] | None]] = {}
+        # The per-event work is kept to a few dict operations: counters are
+        # summed locally, and a question name (no CNAME) is matched once per batch.
+        seen: dict[str, int] = {}  # name -> policy index, -1 if unwatched
+        matched: dict[int, int] = {}
+        v6_dropped: dict[int, int] = {}
+        n_events = n_queries = n_rcode = 0
         for ev in events:
-            c["events"] += 1
+            n_events += 1
             if not ev.is_response:
                 # A spoofed query may carry answer records: it must add nothing.
-                c["queries_ignored"] += 1
+                n_queries += 1
                 continue
-            c["answers"] += 1
             if ev.rcode != 0:
-                c["rcode_skipped"] += 1
+                n_rcode += 1
                 continue
-            m = wl.match_chain(ev.chain)
-            if m is None:
+            chain = ev.chain
+            if len(chain) == 1:
+                pi = seen.get(chain[0])
+                if pi is None:
+                    pi = seen[chain[0]] = wl.policy_of(chain[0])
+            else:
+                m = wl.match_chain(chain)
+                pi = -1 if m is None else m.policy
+            if pi < 0:
                 continue
-            pol = policies[m.policy]
-            st = self.pstats[pol.name]
-            st.matched += 1
+            matched[pi] = matched.get(pi, 0) + 1
+            t = targets.get(pi)
+            if t is None:
+                pol = policies[pi]
+                t = targets[pi] = (
+                    pending.setdefault(pol.ipset, {}),
+                    None if pol.ipset6 is None else pending.setdefault(pol.ipset6, {}),
+                )
+            v4, v6 = t
+            qname = ev.qname
             for addr in ev.addresses:
                 if ":" in addr:
-                    if pol.ipset6 is None:
-                        st.v6_dropped += 1
-                        continue
-                    target = pol.ipset6
-                else:
-                    target = pol.ipset
-                pending.setdefault(target, {}).setdefault(addr, ev.qname)
+                    if v6 is None:
+                        v6_dropped[pi] = v6_dropped.get(pi, 0) + 1
+                    elif addr not in v6:
+                        v6[addr] = qname
+                elif addr not in v4:
+                    v4[addr] = qname
+        c = self.counters
+        c["events"] += n_events
+        c["answers"] += n_events - n_queries
+        c["queries_ignored"] += n_queries
+        c["rcode_skipped"] += n_rcode
+        for pi, n in matched.items():
+            self.pstats[policies[pi].name].matched += n
+        for pi, n in v6_dropped.items():
+            self.pstats[policies[pi].name].v6_dropped += n
         if not pending:
             return
         to_flush: list[str] = []
         flush_share: dict[str, int] = {}
+        info = log.isEnabledFor(logging.INFO)
         for setname, addrs in pending.items():
+            if not addrs:
+                continue
             plan = self.plans[setname]
             pol = policies[plan.policy]
             st = self.pstats[pol.name]
             new = self._commit(setname, addrs, pol, st)
             st.added += len(addrs)
             st.new += len(new)
-            for a in new:
-                log.info("%s +%s %s", pol.name, a, addrs.get(a, "?"))
+            if info:
+                for a in new:
+                    log.info("%s +%s %s", pol.name, a, addrs.get(a, "?"))
             if log.isEnabledFor(logging.DEBUG):
                 newset = set(new)
                 for a, name in addrs.items():
                     if a not in newset:
                         log.debug("%s =%s %s", pol.name, a, name)
-            if new and pol.reconnect and self.flusher is not None:
+            if new and pol.reconnect and self.flush_worker is not None:
                 to_flush.extend(new)
                 flush_share[pol.name] = flush_share.get(pol.name, 0) + len(new)
         if to_flush:
-            self._flush(to_flush, flush_share)
+            # After the commits: the worker deletes entries of addresses already in their sets.
+            assert self.flush_worker is not None
+            self.flush_worker.submit(to_flush, flush_share)
 
     def _commit(
         self, setname: str, addrs: dict[str, str], pol: Policy, st: PolicyStats
@@ -340,8 +482,7 @@ class Daemon:
         for attempt in (1, 2):
             batch = self.batches[setname]
             try:
-                for a in addrs:
-                    batch.add(a)
+                batch.extend(addrs)
                 return batch.commit()
             except (OSError, ValueError) as e:
                 st.errors += 1
@@ -363,23 +504,25 @@ class Daemon:
                     return []
         return []
 
-    def _flush(self, ips: list[str], share: dict[str, int]) -> None:
-        assert self.flusher is not None
-        try:
-            n = self.flusher.flush(ips)
-        except (OSError, ValueError) as e:
+    def _flush_done(
+        self, ips: list[str], share: dict[str, int], result: int | BaseException
+    ) -> None:
+        """The flush worker's report (runs in its thread; only it writes these counters)."""
+        if isinstance(result, BaseException):
             self.counters["flush_errors"] += 1
-            log.error("conntrack flush of %d address(es) failed: %s", len(ips), e)
+            log.error("conntrack flush of %d address(es) failed: %s", len(ips), result)
             return
+        n = result
         self.counters["flushed"] += n
         if n:
             log.debug("conntrack: %d entries deleted for %d new address(es)", n, len(ips))
-        # One flush serves every policy of the wake-up; split its count by their
-        # share of the addresses (nearly always a single policy).
+        # One flush serves every policy of the coalesced wake-ups; split its count by
+        # their share of the addresses (nearly always a single policy).
         left = n
         names = list(share)
+        total = sum(share.values()) or 1
         for name in names[1:]:
-            part = n * share[name] // len(ips)
+            part = n * share[name] // total
             self.pstats[name].flushed += part
             left -= part
         self.pstats[names[0]].flushed += left
@@ -532,6 +675,10 @@ class Daemon:
 
     def stop(self) -> None:
         """Undo start: rules out, sockets closed. Sets stay (the kernel keeps the state)."""
+        if self.flush_worker is not None:
+            # Pending addresses are already in their sets: flush them before leaving.
+            self.flush_worker.close(timeout=5.0)
+            self.flush_worker = None
         if self._firewall_on:
             self.firewall.stop()
             self._firewall_on = False

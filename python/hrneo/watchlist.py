@@ -76,6 +76,19 @@ class Watchlist:
                 return None
             suffix = suffix[dot + 1 :]
 
+    def policy_of(self, name: str) -> int:
+        """Index of the policy of `name`'s most specific domain, -1 if none (no Match built)."""
+        table = self._table
+        suffix = name
+        while True:
+            pi = table.get(suffix)
+            if pi is not None:
+                return pi
+            dot = suffix.find(".")
+            if dot < 0:
+                return -1
+            suffix = suffix[dot + 1 :]
+
     def match_chain(self, names: Iterable[str]) -> Match | None:
         """The policy an answer goes to, given its question name and CNAME targets."""
         best: Match | None = None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hrneo.config import Config, load_config
-from hrneo.daemon import Daemon
+from hrneo.daemon import Daemon, FlushWorker
 from hrneo.firewall import Firewall, IpRule, IptRule, TableRoute, desired_items
 
 # ------------------------------------------------------------------ fakes
@@ -41,6 +41,9 @@ class FakeBatch:
 
     def add(self, ip: str) -> None:
         self.queue.append(ip)
+
+    def extend(self, ips: Iterable[str]) -> None:
+        self.queue.extend(ips)
 
     def clear(self) -> None:
         self.queue = []
@@ -288,6 +291,7 @@ def test_flush_only_new_addresses_of_reconnect_policies(tmp_path: Path) -> None:
                 Ev("c.example.net", ["c.example.net"], ["198.51.100.7"]),  # reconnect: false
             ]
         )
+        assert d.flush_worker is not None and d.flush_worker.wait_idle(5)
         assert len(be.flusher.calls) == 1
         assert sorted(be.flusher.calls[0]) == ["192.0.2.11", "2001:db8::11"]
         st = d.pstats["vpn1"]
@@ -295,9 +299,108 @@ def test_flush_only_new_addresses_of_reconnect_policies(tmp_path: Path) -> None:
         assert d.pstats["plain"].flushed == 0 and d.pstats["plain"].new == 1
         # the same answer again: nothing new, no flush
         d.process([Ev("a.example.org", ["a.example.org"], ["192.0.2.10", "192.0.2.11"])])
+        assert d.flush_worker.wait_idle(5)
         assert len(be.flusher.calls) == 1
     finally:
         d.stop()
+
+
+class GatedFlusher:
+    """A flusher whose calls block until the test opens the gate; it records, per call,
+    the addresses and whether each was already in the kernel's sets at that moment."""
+
+    def __init__(self, kernel: FakeKernel | None = None, fail: int = 0) -> None:
+        self.kernel = kernel
+        self.fail = fail  # the first `fail` calls raise
+        self.calls: list[list[str]] = []
+        self.in_set_at_flush: list[bool] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def flush(self, ips: Iterable[str]) -> int:
+        ips = list(ips)
+        self.calls.append(ips)
+        if self.kernel is not None:
+            present = {a for s in self.kernel.sets.values() for a in s["members"]}
+            self.in_set_at_flush += [a in present for a in ips]
+        self.entered.set()
+        assert self.gate.wait(10), "test never opened the gate"
+        if len(self.calls) <= self.fail:
+            raise OSError(105, "No buffer space available")
+        return len(ips)
+
+
+def test_flush_worker_coalesces_while_a_flush_runs() -> None:
+    f = GatedFlusher()
+    results: list[tuple[list[str], dict[str, int], int | BaseException]] = []
+    w = FlushWorker(f, lambda ips, share, r: results.append((ips, share, r)))
+    try:
+        w.submit(["192.0.2.1"], {"a": 1})
+        assert f.entered.wait(5)  # the first flush is in flight, blocked
+        w.submit(["192.0.2.2"], {"a": 1})
+        w.submit(["192.0.2.3", "2001:db8::3"], {"a": 1, "b": 1})
+        assert w.pending() == 3
+        f.gate.set()
+        assert w.wait_idle(5)
+        # one call in flight, everything submitted meanwhile in ONE next call
+        assert f.calls == [["192.0.2.1"], ["192.0.2.2", "192.0.2.3", "2001:db8::3"]]
+        assert [r[1] for r in results] == [{"a": 1}, {"a": 2, "b": 1}]
+        assert [r[2] for r in results] == [1, 3]
+    finally:
+        f.gate.set()
+        assert w.close(5)
+
+
+def test_flush_worker_error_is_reported_and_worker_goes_on() -> None:
+    f = GatedFlusher(fail=1)
+    f.gate.set()
+    results: list[int | BaseException] = []
+    w = FlushWorker(f, lambda ips, share, r: results.append(r))
+    try:
+        w.submit(["192.0.2.1"], {"a": 1})
+        assert w.wait_idle(5)
+        w.submit(["192.0.2.2"], {"a": 1})
+        assert w.wait_idle(5)
+        assert isinstance(results[0], OSError) and results[1] == 1
+    finally:
+        assert w.close(5)
+
+
+def test_flush_worker_close_flushes_pending_and_is_bounded() -> None:
+    f = GatedFlusher()
+    w = FlushWorker(f, lambda ips, share, r: None)
+    w.submit(["192.0.2.1"], {"a": 1})
+    assert f.entered.wait(5)
+    w.submit(["192.0.2.2"], {"a": 1})
+    # the flush in flight never returns: close gives up after its timeout
+    assert w.close(0.05) is False
+    f.gate.set()  # now it returns; the pending address is still flushed before exit
+    assert w.close(5) is True
+    assert f.calls == [["192.0.2.1"], ["192.0.2.2"]]
+
+
+def test_daemon_flushes_after_commit_off_the_loop_and_on_stop(tmp_path: Path) -> None:
+    d, be, _r, _ = make(tmp_path)
+    f = GatedFlusher(be.kernel)
+    be.flusher = f  # type: ignore[assignment]
+    d.start()
+    stopped = False
+    try:
+        d.process([Ev("a.example.org", ["a.example.org"], ["192.0.2.50"])])
+        # process() returned while the flush is still blocked: it is off the loop
+        assert f.entered.wait(5)
+        assert "192.0.2.50" in be.kernel.members("hr_vpn1")
+        d.process([Ev("b.example.org", ["b.example.org"], ["192.0.2.51", "2001:db8::51"])])
+        f.gate.set()
+        d.stop()  # joins the worker: the pending addresses are flushed first
+        stopped = True
+        assert f.calls == [["192.0.2.50"], ["192.0.2.51", "2001:db8::51"]]
+        assert f.in_set_at_flush == [True, True, True]  # never flushed before being in a set
+        assert d.counters["flushed"] == 3 and d.pstats["vpn1"].flushed == 3
+    finally:
+        f.gate.set()
+        if not stopped:
+            d.stop()
 
 
 def test_commit_error_recreates_set_and_keeps_running(tmp_path: Path) -> None:
@@ -486,3 +589,31 @@ def test_stale_rules_cleaned_from_iptables_save_output(tmp_path: Path) -> None:
     assert ["ip", "-4", "rule", "del", "priority", "9000", "fwmark", "0x77", "table",
             "77"] in calls  # fmt: skip
     assert not any("someone else" in c for c in calls if "-D" in c)
+
+
+def test_policy_of_agrees_with_match_and_batch_counts_repeats(tmp_path: Path) -> None:
+    d, be, _r, _ = make(tmp_path)
+    wl = d.watchlist
+    for name in ("example.org", "a.b.example.org", "www.example.org", "x.www.example.org",
+                 "badexample.org", "org", "", "c.example.net"):  # fmt: skip
+        m = wl.match(name)
+        assert wl.policy_of(name) == (-1 if m is None else m.policy), name
+    d.start()
+    try:
+        # the same question twice in one batch (matched once, counted twice), then a
+        # look-alike suffix, then a CNAME chain into a watched name
+        d.process(
+            [
+                Ev("a.example.org", ["a.example.org"], ["192.0.2.60"]),
+                Ev("a.example.org", ["a.example.org"], ["192.0.2.61"]),
+                Ev("badexample.org", ["badexample.org"], ["192.0.2.62"]),
+                Ev("cdn.test", ["cdn.test", "x.example.net"], ["192.0.2.63"]),
+            ]
+        )
+        assert d.pstats["vpn1"].matched == 2 and d.pstats["plain"].matched == 1
+        assert {"192.0.2.60", "192.0.2.61"} <= set(be.kernel.members("hr_vpn1"))
+        assert "192.0.2.62" not in be.kernel.members("hr_vpn1")
+        assert "192.0.2.63" in be.kernel.members("hr_plain")
+        assert d.counters["events"] == 4 and d.counters["answers"] == 4
+    finally:
+        d.stop()

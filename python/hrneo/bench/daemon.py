@@ -22,6 +22,10 @@ What is measured, all in one run on this machine:
 - **baseline**: the old design in the same namespaces, for a short bounded run:
   `tcpdump -l` text parsed line by line, one `ipset add` process per address.
 
+Measure a RELEASE build of the core (`maturin develop --release`): a debug build is
+several times slower. The build kind is printed (guessed from the extension file: the
+release profile strips symbols and debug info, a debug build keeps `.debug_info`).
+
 Every address is a documentation address (2001:db8::/32, 192.0.2.0/24, 198.51.100.0/24).
 """
 
@@ -605,6 +609,41 @@ def daemon_counters(h: Hosts, python: str) -> Result:
     )
 
 
+def _elf_sections(data: bytes) -> set[str]:
+    """Section names of a 64-bit little-endian ELF file."""
+    if data[:6] != b"\x7fELF\x02\x01":
+        raise ValueError("not a 64-bit little-endian ELF")
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    strtab_off = struct.unpack_from("<Q", data, shoff + shstrndx * shentsize + 0x18)[0]
+    names = set()
+    for i in range(shnum):
+        name_off = struct.unpack_from("<I", data, shoff + i * shentsize)[0]
+        end = data.index(b"\0", strtab_off + name_off)
+        names.add(data[strtab_off + name_off : end].decode(errors="replace"))
+    return names
+
+
+def core_build(python: str) -> Result:
+    """Which hrneo._core the interpreter loads, and whether it looks like a debug build."""
+    out = subprocess.run(
+        [python, "-c", "import hrneo._core as c; print(c.__file__)"],
+        capture_output=True, text=True, check=False, timeout=30,
+    )  # fmt: skip
+    path = Path(out.stdout.strip())
+    try:
+        data = path.read_bytes()
+        sections = _elf_sections(data)
+    except (OSError, ValueError, struct.error):
+        return Result("hrneo._core build", None, "", note="not found or not ELF")
+    kind = (
+        "debug (has .debug_info): figures are pessimistic"
+        if ".debug_info" in sections
+        else "release (no debug info)"
+    )
+    return Result("hrneo._core build", round(len(data) / 1e6, 2), "MB", "", None, note=kind)
+
+
 def _table(results: Sequence[Result]) -> str:
     rows = [("measurement", "figure", "target", "ok", "note")]
     for r in results:
@@ -626,7 +665,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs hrneo")
     p.add_argument("--skip-baseline", action="store_true")
+    p.add_argument(
+        "--parts",
+        default="throughput,latency,watchlist",
+        help="comma-separated subset of throughput,latency,watchlist (default: all)",
+    )
     args = p.parse_args(argv)
+    parts = set(args.parts.split(","))
     if os.geteuid() != 0:
         print("hrneo.bench daemon: needs root (network namespaces, ipset)", file=sys.stderr)
         return 2
@@ -637,7 +682,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rates = [5_000, 10_000, 20_000] if args.quick else [5_000, 10_000, 20_000, 30_000, 40_000]
     seconds = 1.0 if args.quick else 3.0
-    results: list[Result] = []
+    results: list[Result] = [core_build(args.python)]
+    print(f"core: {results[0].note}", file=sys.stderr)
     h = Hosts()
     try:
         with h.wan.enter():
@@ -649,12 +695,16 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_baseline(h, sock, args.python, 20 if args.quick else 60))
         print("starting the daemon...", file=sys.stderr)
         h.start_daemon(args.python)
-        print("throughput...", file=sys.stderr)
-        for reconnect in (True, False):
-            results.append(bench_throughput(h, sock, rates, seconds, reconnect))
-        print("latency...", file=sys.stderr)
-        for reconnect in (True, False):
-            results.append(bench_latency(h, sock, 500 if args.quick else 3000, reconnect))
+        # Latency first: after the throughput runs the sets hold ~1M entries, and the
+        # kernel's ipset/hash work then dominates (p50 grows from ~0.1 ms to ~12 ms).
+        if "latency" in parts:
+            print("latency...", file=sys.stderr)
+            for reconnect in (True, False):
+                results.append(bench_latency(h, sock, 500 if args.quick else 3000, reconnect))
+        if "throughput" in parts:
+            print("throughput...", file=sys.stderr)
+            for reconnect in (True, False):
+                results.append(bench_throughput(h, sock, rates, seconds, reconnect))
         results.append(bench_flush_cost(h))
         results.append(daemon_counters(h, args.python))
         alive = h.daemon is not None and h.daemon.poll() is None
@@ -668,8 +718,9 @@ def main(argv: list[str] | None = None) -> int:
                 alive and code == 0,
             )
         )
-        print("watchlist...", file=sys.stderr)
-        results += bench_watchlist(args.python, 100_000, h.tmp)
+        if "watchlist" in parts:
+            print("watchlist...", file=sys.stderr)
+            results += bench_watchlist(args.python, 100_000, h.tmp)
         sock.close()
     finally:
         h.close()
