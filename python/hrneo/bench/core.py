@@ -290,9 +290,9 @@ def bench_conntrack(quick: bool) -> list[Result]:
     return [
         Result(
             name=(
-            f"ConntrackFlusher flush {len(CT_TARGETS)} addrs / {CT_BACKGROUND} entries"
-            f" ({buckets()} buckets)"
-        ),
+                f"ConntrackFlusher flush {len(CT_TARGETS)} addrs / {CT_BACKGROUND} entries"
+                f" ({buckets()} buckets)"
+            ),
             unit="ms",
             median=med,
             p99=percentile(t_ours, 99),
