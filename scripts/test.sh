@@ -40,6 +40,7 @@ step "maturin develop"
 "$VIRTUAL_ENV/bin/maturin" develop --quiet
 
 check "ruff" "$VIRTUAL_ENV/bin/ruff" check python tests
+"$VIRTUAL_ENV/bin/ruff" format --check python tests
 check "mypy" "$VIRTUAL_ENV/bin/mypy"
 
 for suite in unit kernel e2e; do
