@@ -7,15 +7,22 @@
 //! datagrams as the ack receive buffer allows. Each DELETE carries the
 //! entry's original tuple exactly as dumped plus its CTA_ID, so an entry that
 //! was replaced in the meantime is not touched (the kernel answers ENOENT).
+//!
+//! With tracking on, a second socket listens to the NEW and DESTROY events and
+//! keeps an [`EntryIndex`] (address -> entries), so a flush is a lookup plus the
+//! DELETEs. The index is only trusted while no event was lost; otherwise the
+//! flush does the one dump as before and rebuilds the index from it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::io;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::nl::consts::{
     nfnl_msg_type, AF_INET, AF_INET6, AF_UNSPEC, NFNL_SUBSYS_CTNETLINK, NLA_F_NESTED, NLM_F_ACK,
     NLM_F_DUMP,
 };
-use crate::nl::{attrs, Attr, Datagram, NetfilterSocket, Nfgenmsg, NlMsg};
+use crate::nl::{attrs, messages, Attr, Datagram, NetfilterSocket, Nfgenmsg, NlMsg};
 use crate::{Error, Result};
 
 // include/uapi/linux/netfilter/nfnetlink_conntrack.h
@@ -35,6 +42,9 @@ pub const CTA_IP_V4_SRC: u16 = 1;
 pub const CTA_IP_V4_DST: u16 = 2;
 pub const CTA_IP_V6_SRC: u16 = 3;
 pub const CTA_IP_V6_DST: u16 = 4;
+// enum nfnetlink_groups
+pub const NFNLGRP_CONNTRACK_NEW: u32 = 1;
+pub const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 
 /// Receive buffer asked for: dumps arrive in skbs of up to 32 KiB, and every
 /// DELETE of a batch queues one ack skb before we read any of them.
@@ -45,6 +55,16 @@ const SNDBUF: usize = 1024 * 1024;
 const ACK_TRUESIZE: usize = 2048;
 const MAX_BATCH: usize = 1024;
 const MIN_BATCH: usize = 16;
+/// Event socket receive buffer: a few seconds of a busy router's new and
+/// destroyed entries (one skb of ~1 KiB truesize each) between two drains.
+pub const EVENT_RCVBUF: usize = 8 * 1024 * 1024;
+/// Index size beyond which it is dropped (dump mode) rather than grown.
+pub const INDEX_CAP: usize = 1_000_000;
+/// Reads per drain: far more than a full event buffer holds, so hitting it means
+/// entries are made as fast as we read, and the queue cannot be emptied now.
+const MAX_DRAIN_RECVS: usize = 262_144;
+/// One event is one message of a few hundred bytes; room to spare.
+const EVENT_BUF: usize = 64 * 1024;
 
 /// Counters over the lifetime of one flusher.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -60,12 +80,26 @@ pub struct Stats {
     pub already_gone: u64,
     /// DELETEs refused with any other error.
     pub errors: u64,
-    /// Dump messages that could not be parsed (skipped).
+    /// Dump or event messages that could not be parsed (skipped).
     pub unparsed: u64,
+    /// 1 while the event socket is subscribed (track asked for and granted).
+    pub tracking: u64,
+    /// Entries in the index now (0 while it is invalid).
+    pub index_entries: u64,
+    /// Event messages read (NEW and DESTROY).
+    pub events: u64,
+    /// Dumps that (re)built the index, the initial one included.
+    pub resyncs: u64,
+    /// ENOBUFS on the event socket: events were dropped, the index was invalidated.
+    pub lost: u64,
+    /// Flushes answered from the index (no dump).
+    pub index_lookups: u64,
+    /// Times the index reached INDEX_CAP and was dropped.
+    pub index_full: u64,
 }
 
 impl Stats {
-    pub fn as_pairs(&self) -> [(&'static str, u64); 7] {
+    pub fn as_pairs(&self) -> [(&'static str, u64); 14] {
         [
             ("calls", self.calls),
             ("dumped", self.dumped),
@@ -74,6 +108,13 @@ impl Stats {
             ("already_gone", self.already_gone),
             ("errors", self.errors),
             ("unparsed", self.unparsed),
+            ("tracking", self.tracking),
+            ("index_entries", self.index_entries),
+            ("events", self.events),
+            ("resyncs", self.resyncs),
+            ("lost", self.lost),
+            ("index_lookups", self.index_lookups),
+            ("index_full", self.index_full),
         ]
     }
 }
@@ -100,8 +141,9 @@ pub fn write_dump_request(d: &mut Datagram, seq: u32, family: u8) {
     .finish();
 }
 
-/// What a DELETE needs from a dumped entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a DELETE needs from a dumped entry; also the entry's identity in the index
+/// (CTA_ID tells a replacement with the same tuple apart).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Victim {
     pub family: u8,
     /// Payload of CTA_TUPLE_ORIG (its nested attributes), as received.
@@ -174,6 +216,28 @@ pub fn parse_entry<'a>(m: &NlMsg<'a>) -> Option<DumpedEntry<'a>> {
     if m.msg_type != nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) {
         return None;
     }
+    parse_body(m)
+}
+
+/// A conntrack event: IPCTNL_MSG_CT_NEW (group NEW) or IPCTNL_MSG_CT_DELETE
+/// (group DESTROY), with the same attributes a dump reply has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<'a> {
+    New(DumpedEntry<'a>),
+    Destroy(DumpedEntry<'a>),
+}
+
+pub fn parse_event<'a>(m: &NlMsg<'a>) -> Option<Event<'a>> {
+    if m.msg_type == nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) {
+        parse_body(m).map(Event::New)
+    } else if m.msg_type == nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE) {
+        parse_body(m).map(Event::Destroy)
+    } else {
+        None
+    }
+}
+
+fn parse_body<'a>(m: &NlMsg<'a>) -> Option<DumpedEntry<'a>> {
     let family = Nfgenmsg::from_bytes(m.payload)?.family;
     let (mut orig, mut reply, mut id, mut zone) = (None, None, None, None);
     for a in m.nf_attrs() {
@@ -243,14 +307,198 @@ pub fn tally(codes: impl IntoIterator<Item = i32>) -> (u64, u64, u64) {
     (ok, gone, failed)
 }
 
-/// Deletes conntrack entries by address; owns one netlink socket.
+/// The conntrack table as the events describe it: entries by identity, and
+/// entry identities by address (original destination and reply source).
+///
+/// It is either valid (holds every entry since its last rebuild, as far as the
+/// events told) or invalid (empty; only a rebuild makes it valid again).
+#[derive(Debug)]
+pub struct EntryIndex {
+    entries: HashMap<Arc<Victim>, (IpAddr, Option<IpAddr>)>,
+    by_addr: HashMap<IpAddr, HashSet<Arc<Victim>>>,
+    cap: usize,
+    valid: bool,
+    /// Times the cap was reached.
+    pub overflows: u64,
+}
+
+impl EntryIndex {
+    /// An invalid (never built) index that holds at most `cap` entries.
+    pub fn new(cap: usize) -> Self {
+        EntryIndex {
+            entries: HashMap::new(),
+            by_addr: HashMap::new(),
+            cap,
+            valid: false,
+            overflows: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.valid
+    }
+
+    /// Forget everything; lookups are refused until `rebuild`.
+    pub fn invalidate(&mut self) {
+        self.entries = HashMap::new();
+        self.by_addr = HashMap::new();
+        self.valid = false;
+    }
+
+    /// Start over, empty and valid: the caller inserts a whole dump next.
+    pub fn rebuild(&mut self) {
+        self.invalidate();
+        self.valid = true;
+    }
+
+    /// Add an entry (a duplicate is ignored). Past the cap the index is dropped:
+    /// returns false then, and while invalid.
+    pub fn insert(&mut self, e: &DumpedEntry<'_>) -> bool {
+        if !self.valid {
+            return false;
+        }
+        let v = e.victim();
+        if self.entries.contains_key(&v) {
+            return true;
+        }
+        if self.entries.len() >= self.cap {
+            self.overflows += 1;
+            self.invalidate();
+            return false;
+        }
+        let v = Arc::new(v);
+        self.by_addr.entry(e.orig_dst).or_default().insert(Arc::clone(&v));
+        if let Some(r) = e.reply_src.filter(|r| *r != e.orig_dst) {
+            self.by_addr.entry(r).or_default().insert(Arc::clone(&v));
+        }
+        self.entries.insert(v, (e.orig_dst, e.reply_src));
+        true
+    }
+
+    pub fn remove(&mut self, v: &Victim) {
+        let Some((key, (dst, reply))) = self.entries.remove_entry(v) else {
+            return;
+        };
+        for addr in std::iter::once(dst).chain(reply) {
+            if let Some(set) = self.by_addr.get_mut(&addr) {
+                set.remove(&key);
+                if set.is_empty() {
+                    self.by_addr.remove(&addr);
+                }
+            }
+        }
+    }
+
+    /// Every entry whose original destination or reply source is in `addrs`, once.
+    /// None while invalid.
+    pub fn lookup(&self, addrs: &HashSet<IpAddr>) -> Option<Vec<Victim>> {
+        if !self.valid {
+            return None;
+        }
+        let mut seen: HashSet<&Arc<Victim>> = HashSet::new();
+        let mut out = Vec::new();
+        for a in addrs {
+            for v in self.by_addr.get(a).into_iter().flatten() {
+                if seen.insert(v) {
+                    out.push(Victim::clone(v));
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Apply one event. Events are ignored while the index is invalid.
+    pub fn apply(&mut self, ev: &Event<'_>) {
+        match ev {
+            Event::New(e) => {
+                self.insert(e);
+            }
+            Event::Destroy(e) => {
+                if self.valid {
+                    self.remove(&e.victim());
+                }
+            }
+        }
+    }
+}
+
+/// The event socket (subscribed to NEW and DESTROY, non-blocking) and the index it feeds.
+struct Tracker {
+    sock: NetfilterSocket,
+    buf: Vec<u8>,
+    index: EntryIndex,
+}
+
+impl Tracker {
+    /// Subscribe, so that every entry confirmed from now on is queued to us.
+    fn open(rcvbuf: usize) -> io::Result<Self> {
+        let sock = NetfilterSocket::open()?;
+        sock.join_groups(&[NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY])?;
+        sock.set_rcvbuf(rcvbuf)?;
+        sock.set_nonblocking(true)?;
+        Ok(Tracker { sock, buf: vec![0; EVENT_BUF], index: EntryIndex::new(INDEX_CAP) })
+    }
+
+    /// Read every queued event into the index; returns how many were read.
+    /// A lost event (ENOBUFS) or a queue that will not empty invalidates the index.
+    fn drain(&mut self, stats: &mut Stats) -> io::Result<u64> {
+        let mut n = 0;
+        let res = self.drain_counting(stats, &mut n);
+        stats.events += n;
+        if res.is_err() {
+            self.index.invalidate();
+        }
+        res.map(|()| n)
+    }
+
+    fn drain_counting(&mut self, stats: &mut Stats, n: &mut u64) -> io::Result<()> {
+        for _ in 0..MAX_DRAIN_RECVS {
+            match self.sock.recv_into(&mut self.buf) {
+                Ok(0) => return Ok(()),
+                Ok(len) => {
+                    for m in messages(self.buf.get(..len).unwrap_or(&[])) {
+                        match parse_event(&m) {
+                            Some(ev) => {
+                                *n += 1;
+                                self.index.apply(&ev);
+                            }
+                            None => stats.unparsed += 1,
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    // The queue went on after the drop: keep reading to empty it.
+                    stats.lost += 1;
+                    self.index.invalidate();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.index.invalidate();
+        Ok(())
+    }
+}
+
+/// Deletes conntrack entries by address; owns one netlink socket, and a second
+/// one for events when tracking.
 pub struct ConntrackFlusher {
     sock: NetfilterSocket,
     batch: usize,
     stats: Stats,
+    tracker: Option<Tracker>,
 }
 
 impl ConntrackFlusher {
+    /// A dump-mode flusher (one table walk per flush).
     pub fn open() -> Result<Self> {
         let sock = NetfilterSocket::open().map_err(|e| Error::io("ctnetlink: open socket", e))?;
         // A failed resize still leaves a usable socket; the batch size follows what we got.
@@ -259,11 +507,50 @@ impl ConntrackFlusher {
         // Error acks then carry only the header instead of echoing each DELETE.
         sock.cap_acks();
         let batch = (rcvbuf / 2 / ACK_TRUESIZE).clamp(MIN_BATCH, MAX_BATCH);
-        Ok(ConntrackFlusher { sock, batch, stats: Stats::default() })
+        Ok(ConntrackFlusher { sock, batch, stats: Stats::default(), tracker: None })
+    }
+
+    /// A flusher that keeps an index from conntrack events (receive buffer
+    /// `event_rcvbuf`). If the kernel refuses the subscription (no
+    /// CONFIG_NF_CONNTRACK_EVENTS, no permission) it quietly stays in dump mode.
+    pub fn open_tracking(event_rcvbuf: usize) -> Result<Self> {
+        let mut f = Self::open()?;
+        if let Ok(t) = Tracker::open(event_rcvbuf) {
+            f.tracker = Some(t);
+            // Subscribed first, dumped second: an entry made in between is in the
+            // dump, the event queue, or both (a duplicate is harmless).
+            if f.resync(&HashSet::new()).is_err() {
+                // The first flush dumps and tries again.
+                if let Some(t) = f.tracker.as_mut() {
+                    t.index.invalidate();
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    /// The event socket's descriptor, when tracking.
+    pub fn event_fd(&self) -> Option<i32> {
+        self.tracker.as_ref().map(|t| t.sock.fd())
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        let mut s = self.stats;
+        if let Some(t) = &self.tracker {
+            s.tracking = 1;
+            s.index_entries = t.index.len() as u64;
+            s.index_full = t.index.overflows;
+        }
+        s
+    }
+
+    /// Read the queued events into the index (call when `event_fd` is readable,
+    /// so the buffer never overflows between flushes). Returns the events read.
+    pub fn poll_events(&mut self) -> Result<u64> {
+        match self.tracker.as_mut() {
+            Some(t) => t.drain(&mut self.stats).map_err(|e| Error::io("ctnetlink: read events", e)),
+            None => Ok(0),
+        }
     }
 
     /// Delete every entry whose original destination or reply source is in
@@ -273,12 +560,31 @@ impl ConntrackFlusher {
             return Ok(0);
         }
         self.stats.calls += 1;
-        let mut victims = Vec::new();
-        self.collect(dump_family(addrs), addrs, &mut victims)?;
+        let victims = match self.tracker.as_mut() {
+            Some(t) => {
+                // Every entry confirmed before this call is queued by now: after
+                // the drain the index knows it, unless events were lost. A read
+                // error has invalidated the index, and the dump below covers it.
+                let _ = t.drain(&mut self.stats);
+                match t.index.lookup(addrs) {
+                    Some(v) => {
+                        self.stats.index_lookups += 1;
+                        v
+                    }
+                    None => self.resync(addrs)?,
+                }
+            }
+            None => {
+                let mut v = Vec::new();
+                self.collect(dump_family(addrs), addrs, &mut v)?;
+                v
+            }
+        };
         self.stats.matched += victims.len() as u64;
         let mut deleted = 0;
         let sock = &mut self.sock;
         let batches = delete_datagrams(&victims, self.batch, || sock.next_seq());
+        let mut chunks = victims.chunks(self.batch.max(1));
         for (d, seqs) in batches {
             let acks = self
                 .sock
@@ -288,9 +594,55 @@ impl ConntrackFlusher {
             deleted += ok;
             self.stats.already_gone += gone;
             self.stats.errors += failed;
+            // Deleted or already gone: out of the index now, so the next flush
+            // does not try again before the DESTROY event is read.
+            if let (Some(t), Some(chunk)) = (self.tracker.as_mut(), chunks.next()) {
+                for (seq, v) in seqs.iter().zip(chunk) {
+                    if matches!(acks.get(seq), Some(&c) if c == 0 || c == -libc::ENOENT) {
+                        t.index.remove(v);
+                    }
+                }
+            }
         }
         self.stats.deleted += deleted;
         Ok(deleted)
+    }
+
+    /// One dump of both families that rebuilds the index from every entry and
+    /// returns the ones matching `addrs`; then the events queued meanwhile are applied.
+    fn resync(&mut self, addrs: &HashSet<IpAddr>) -> Result<Vec<Victim>> {
+        let Some(t) = self.tracker.as_mut() else {
+            return Ok(Vec::new());
+        };
+        // What is queued now predates the dump, which supersedes it.
+        t.index.invalidate();
+        let _ = t.drain(&mut self.stats);
+        t.index.rebuild();
+        let seq = self.sock.next_seq();
+        let mut req = Datagram::new();
+        write_dump_request(&mut req, seq, AF_UNSPEC);
+        let stats = &mut self.stats;
+        let index = &mut t.index;
+        let mut out = Vec::new();
+        let mut on_msg = |m: &NlMsg<'_>| match parse_entry(m) {
+            Some(e) => {
+                stats.dumped += 1;
+                if e.matches(addrs) {
+                    out.push(e.victim());
+                }
+                index.insert(&e);
+            }
+            None => stats.unparsed += 1,
+        };
+        let res = self.sock.dump(req.as_bytes(), seq, &mut on_msg);
+        self.stats.resyncs += 1;
+        if let Err(e) = res {
+            t.index.invalidate();
+            return Err(Error::io("ctnetlink: dump conntrack table", e));
+        }
+        // Entries made or gone during the dump; a lost event invalidates again.
+        let _ = t.drain(&mut self.stats);
+        Ok(out)
     }
 
     fn collect(
@@ -321,7 +673,6 @@ impl ConntrackFlusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nl::messages;
 
     /// An attribute: header in host order (as the kernel writes it), payload literal.
     fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
@@ -551,5 +902,123 @@ mod tests {
         let (d, s) = &out[0];
         let parsed: Vec<u32> = messages(d.as_bytes()).map(|m| m.seq).collect();
         assert_eq!(&parsed, s);
+    }
+
+    fn entry_of(b: &[u8]) -> DumpedEntry<'_> {
+        parse_entry(&messages(b).next().unwrap()).unwrap()
+    }
+
+    /// The same message as an event: NEW keeps type 0x0100, DESTROY is 0x0102.
+    fn as_destroy(mut b: Vec<u8>) -> Vec<u8> {
+        b[4..6].copy_from_slice(&0x0102u16.to_ne_bytes());
+        b
+    }
+
+    fn addrs(a: &[&str]) -> HashSet<IpAddr> {
+        parse_addrs(a).unwrap()
+    }
+
+    #[test]
+    fn events_parse_as_new_or_destroy() {
+        let new = captured_v4([198, 51, 100, 7], [198, 51, 100, 7]);
+        let gone = as_destroy(new.clone());
+        let e = entry_of(&new);
+        assert_eq!(parse_event(&messages(&new).next().unwrap()), Some(Event::New(e.clone())));
+        assert_eq!(parse_event(&messages(&gone).next().unwrap()), Some(Event::Destroy(e)));
+        let mut other = new.clone();
+        other[4..6].copy_from_slice(&0x0101u16.to_ne_bytes()); // a GET is no event
+        assert!(parse_event(&messages(&other).next().unwrap()).is_none());
+        // A dump never yields a DESTROY as an entry.
+        assert!(parse_entry(&messages(&gone).next().unwrap()).is_none());
+    }
+
+    #[test]
+    fn index_finds_by_orig_dst_and_reply_src_once() {
+        let by_dst = captured_v4([198, 51, 100, 7], [198, 51, 100, 7]);
+        let by_reply = captured_v4([192, 0, 2, 99], [203, 0, 113, 250]);
+        let other = tuple_msg([192, 0, 2, 1], [198, 51, 100, 8], 5);
+        let mut ix = EntryIndex::new(10);
+        assert!(ix.lookup(&addrs(&["198.51.100.7"])).is_none(), "never built: no answer");
+        ix.rebuild();
+        for b in [&by_dst, &by_reply, &other, &by_dst] {
+            assert!(ix.insert(&entry_of(b)));
+        }
+        assert_eq!(ix.len(), 3, "a duplicate is one entry");
+        let hit = |ix: &EntryIndex, a: &[&str]| ix.lookup(&addrs(a)).unwrap();
+        assert_eq!(hit(&ix, &["198.51.100.7"]), vec![entry_of(&by_dst).victim()]);
+        assert_eq!(hit(&ix, &["203.0.113.250"]), vec![entry_of(&by_reply).victim()]);
+        assert_eq!(hit(&ix, &["192.0.2.99"]), vec![entry_of(&by_reply).victim()]);
+        assert_eq!(hit(&ix, &["198.51.100.8", "198.51.100.7"]).len(), 2);
+        assert!(hit(&ix, &["192.0.2.1", "2001:db8::1"]).is_empty(), "orig src is no match");
+        ix.remove(&entry_of(&by_reply).victim());
+        assert!(hit(&ix, &["203.0.113.250"]).is_empty());
+        assert!(hit(&ix, &["192.0.2.99"]).is_empty());
+        assert_eq!(ix.len(), 2);
+        assert!(!ix.by_addr.contains_key(&"203.0.113.250".parse::<IpAddr>().unwrap()));
+        ix.remove(&entry_of(&by_reply).victim()); // twice: no-op
+        assert_eq!(ix.len(), 2);
+    }
+
+    /// udp 192.0.2.1:40000 -> dst:53 with its reply from dst, CTA_ID `id`.
+    fn tuple_msg(src: [u8; 4], dst: [u8; 4], id: u32) -> Vec<u8> {
+        let payload = [
+            vec![AF_INET, 0, 0, 0],
+            nla(CTA_TUPLE_ORIG | NLA_F_NESTED, &tuple_v4(src, dst, 40000, 53)),
+            nla(CTA_TUPLE_REPLY | NLA_F_NESTED, &tuple_v4(dst, src, 53, 40000)),
+            nla(CTA_ID, &id.to_be_bytes()),
+        ]
+        .concat();
+        nlmsg(0x0100, 0, 0, &payload)
+    }
+
+    #[test]
+    fn events_keep_the_index_and_ids_tell_replacements_apart() {
+        let old = tuple_msg([192, 0, 2, 1], [198, 51, 100, 7], 1);
+        let new = tuple_msg([192, 0, 2, 1], [198, 51, 100, 7], 2); // same tuple, new entry
+        let mut ix = EntryIndex::new(10);
+        ix.rebuild();
+        // The new entry is in the dump; the old one's end was queued before the dump
+        // and is applied after it: it must not remove the new one.
+        ix.insert(&entry_of(&new));
+        let gone = as_destroy(old.clone());
+        ix.apply(&parse_event(&messages(&gone).next().unwrap()).unwrap());
+        let want = addrs(&["198.51.100.7"]);
+        assert_eq!(ix.lookup(&want).unwrap(), vec![entry_of(&new).victim()]);
+        let gone_new = as_destroy(new.clone());
+        ix.apply(&parse_event(&messages(&gone_new).next().unwrap()).unwrap());
+        assert!(ix.lookup(&want).unwrap().is_empty());
+        assert!(ix.is_empty());
+        // While invalid, events change nothing and lookups are refused.
+        ix.invalidate();
+        ix.apply(&parse_event(&messages(&new).next().unwrap()).unwrap());
+        assert!(ix.is_empty() && ix.lookup(&want).is_none());
+    }
+
+    #[test]
+    fn index_past_its_cap_is_dropped_until_rebuilt() {
+        let mut ix = EntryIndex::new(3);
+        ix.rebuild();
+        for i in 0..3u8 {
+            assert!(ix.insert(&entry_of(&tuple_msg([192, 0, 2, 1], [198, 51, 100, i], 0))));
+        }
+        let again = tuple_msg([192, 0, 2, 1], [198, 51, 100, 0], 0);
+        assert!(ix.insert(&entry_of(&again)), "a duplicate does not count against the cap");
+        let fourth = tuple_msg([192, 0, 2, 1], [198, 51, 100, 3], 0);
+        assert!(!ix.insert(&entry_of(&fourth)));
+        assert!(!ix.is_valid() && ix.is_empty() && ix.overflows == 1);
+        assert!(!ix.insert(&entry_of(&again)), "no inserts while invalid");
+        assert!(ix.lookup(&addrs(&["198.51.100.0"])).is_none());
+        ix.rebuild();
+        assert!(ix.insert(&entry_of(&fourth)));
+        assert_eq!(ix.lookup(&addrs(&["198.51.100.3"])).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stats_pairs_name_every_counter() {
+        let s = Stats { lost: 3, resyncs: 2, ..Stats::default() };
+        let pairs = s.as_pairs();
+        let names: HashSet<&str> = pairs.iter().map(|(k, _)| *k).collect();
+        assert_eq!(names.len(), pairs.len());
+        assert!(pairs.contains(&("lost", 3)) && pairs.contains(&("resyncs", 2)));
     }
 }

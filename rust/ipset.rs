@@ -673,11 +673,6 @@ impl IpsetBatch {
     /// Queue an address or network; duplicates are kept once, in first-seen order.
     pub fn add(&mut self, text: &str) -> Result<()> {
         let e = Entry::parse(text)?;
-        // Once the set's header is known, an entry it cannot take is refused here,
-        // before it is queued.
-        if let Some(h) = &self.header {
-            h.check_entry(&e)?;
-        }
         if self.queued.insert(e) {
             self.queue.push(e);
         }

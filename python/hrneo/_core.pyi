@@ -121,10 +121,22 @@ def ipset_swap(name_a: str, name_b: str) -> None: ...
 # ---------------------------------------------------------------- conntrack
 
 class ConntrackFlusher:
-    """Deletes conntrack entries by destination address (one dump per family per call)."""
+    """Deletes conntrack entries by destination address (one dump per family per call).
 
-    def __init__(self) -> None: ...
+    With `track=True` it also listens to conntrack NEW/DESTROY events and keeps an
+    index, so a flush is a lookup; when events were lost (or the subscription was
+    refused: stats()["tracking"] == 0) a flush does the one dump and rebuilds the
+    index. `event_rcvbuf` (bytes) is for tests."""
+
+    def __init__(self, *, track: bool = False, event_rcvbuf: int | None = None) -> None: ...
     def flush(self, ips: Iterable[str]) -> int:
         """Delete every entry whose original destination or reply source is in `ips`.
         Returns the number of entries deleted."""
-    def stats(self) -> dict[str, int]: ...
+    def fileno(self) -> int | None:
+        """The event socket (readable when events are queued); None when not tracking."""
+    def poll_events(self) -> int:
+        """Read the queued events into the index; returns how many (0 when not tracking)."""
+    def stats(self) -> dict[str, int]:
+        """calls, dumped, matched, deleted, already_gone, errors, unparsed, tracking,
+        index_entries, events, resyncs (initial dump included), lost (ENOBUFS),
+        index_lookups (flushes without a dump), index_full."""

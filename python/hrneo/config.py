@@ -110,6 +110,8 @@ class Config:
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     policies: tuple[Policy, ...] = ()
     control_socket: str = DEFAULT_SOCKET_PATH
+    # Keep a conntrack index from kernel events, so a flush needs no table dump.
+    conntrack_events: bool = True
 
 
 # ------------------------------------------------------------------ value checks
@@ -264,10 +266,13 @@ class _Loader:
             self.errors.append(f"{self.path}:1: config is empty")
             raise ConfigError(self.errors)
         top = self.mapping(
-            root, "config", ("nflog_group", "firewall", "policies", "control_socket")
+            root,
+            "config",
+            ("nflog_group", "firewall", "policies", "control_socket", "conntrack_events"),
         )
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, _int_range("", 0, 65535))
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, _path)
+        ct_events = self.get(top, "conntrack_events", True, _bool)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
         policies: list[Policy] = []
         if "policies" not in top:
@@ -286,6 +291,7 @@ class _Loader:
             firewall=fw,
             policies=tuple(policies),
             control_socket=sock,
+            conntrack_events=ct_events,
         )
 
     def firewall(self, node: yaml.Node) -> FirewallConfig:

@@ -77,7 +77,7 @@ class Backend(Protocol):
 
     def open_reader(self, group: int) -> ReaderLike: ...
     def open_batch(self, set_name: str, timeout: int | None) -> BatchLike: ...
-    def open_flusher(self) -> FlusherLike: ...
+    def open_flusher(self, track: bool = False) -> FlusherLike: ...
     def set_exists(self, name: str) -> bool: ...
     def set_create(
         self, name: str, settype: str, family: str, timeout: int | None, maxelem: int | None
@@ -101,8 +101,8 @@ class CoreBackend:
     def open_batch(self, set_name: str, timeout: int | None) -> BatchLike:
         return self._ipset.open_batch(set_name, timeout=timeout)
 
-    def open_flusher(self) -> FlusherLike:
-        return self._ipset.open_conntrack_flusher()
+    def open_flusher(self, track: bool = False) -> FlusherLike:
+        return self._ipset.open_conntrack_flusher(track=track)
 
     def set_exists(self, name: str) -> bool:
         return self._ipset.exists(name)
@@ -262,6 +262,7 @@ class Daemon:
         self.batches: dict[str, BatchLike] = {}
         self.flusher: FlusherLike | None = None
         self.flush_worker: FlushWorker | None = None
+        self._ct_events_fd: int | None = None  # the flusher's event socket, in the selector
         self.reader: ReaderLike | None = None
         self.control: ControlServer | None = None
         self.sel = selectors.DefaultSelector()
@@ -378,11 +379,42 @@ class Daemon:
             return
         if self.flusher is None:
             try:
-                self.flusher = self.backend.open_flusher()
+                self.flusher = self.backend.open_flusher(track=cfg.conntrack_events)
             except OSError as e:
                 log.error("conntrack unavailable (%s): reconnect is off", e)
                 return
+        if self._ct_events_fd is None:
+            self._watch_ct_events()
         self.flush_worker = FlushWorker(self.flusher, self._flush_done)
+
+    def _watch_ct_events(self) -> None:
+        """Put a tracking flusher's event socket in the selector (the CLI fallback has none)."""
+        fileno = getattr(self.flusher, "fileno", None)
+        fd = fileno() if callable(fileno) else None
+        if isinstance(fd, int) and fd >= 0:
+            self.sel.register(fd, selectors.EVENT_READ, self._on_ct_events)
+            self._ct_events_fd = fd
+            log.info("conntrack: flushes use an index kept from conntrack events")
+        elif self.config.conntrack_events:
+            log.info("conntrack: no conntrack events here: each flush dumps the table")
+
+    def _on_ct_events(self) -> None:
+        """Drain the conntrack event socket, so it never overflows between flushes
+        (an overflow is safe, but costs the next flush a full table dump).
+
+        Called on the loop thread, while the FlushWorker may be flushing: the flusher
+        serialises the two on its own lock with the GIL released, so at worst this
+        waits for one flush (about a millisecond from the index; a fallback dump,
+        rare, tens of ms). Handing the drain to the worker instead would leave the
+        level-triggered fd readable, and the selector spinning, until the worker ran.
+        """
+        poll = getattr(self.flusher, "poll_events", None)
+        if poll is None:
+            return
+        try:
+            poll()
+        except OSError as e:
+            log.warning("conntrack events: %s", e)
 
     # -- the hot path ----------------------------------------------------------
     def process(self, events: Iterable[EventLike]) -> None:
@@ -576,6 +608,8 @@ class Daemon:
             self._swap_reader(cfg.nflog_group)
         if cfg.control_socket != old.control_socket:
             log.warning("control_socket change takes effect at the next restart")
+        if cfg.conntrack_events != old.conntrack_events and self.flusher is not None:
+            log.warning("conntrack_events change takes effect at the next restart")
         # Swap between batches: the loop calls reload only between callbacks.
         self.config, self.watchlist, self.plans, self.batches = cfg, wl, plans, batches
         for p in cfg.policies:
@@ -679,6 +713,10 @@ class Daemon:
             # Pending addresses are already in their sets: flush them before leaving.
             self.flush_worker.close(timeout=5.0)
             self.flush_worker = None
+        if self._ct_events_fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(self._ct_events_fd)
+            self._ct_events_fd = None
         if self._firewall_on:
             self.firewall.stop()
             self._firewall_on = False

@@ -136,23 +136,24 @@ class CliIpsetBatch:
             return []
         header, present = self._read_set()
         family = header.get("family", "inet")
-        is_net = header.get("type", "").startswith("hash:net")
+        # As the netlink path: entries the set cannot take leave the queue and are
+        # reported; the others stay queued for the next commit.
+        refused: dict[str, tuple[int, str]] = {}
         for text in self._queue:
-            is_v6 = ":" in text
-            if is_v6 != (family == "inet6"):
-                kind = "IPv6" if is_v6 else "IPv4"
-                raise _ipset_error(
-                    self.set_name,
-                    IPSET_ERR_INVALID_FAMILY,
-                    f"set is {family}, address {text} is {kind}",
-                )
-            if "/" in text and not is_net:
-                raise _ipset_error(
-                    self.set_name,
-                    IPSET_ERR_HASH_RANGE_UNSUPPORTED,
-                    f"set is {header.get('type')}: the network {text} would be expanded; "
-                    "use a hash:net set",
-                )
+            why = _refusal(text, family, header.get("type", ""))
+            if why is not None:
+                refused[text] = why
+        if refused:
+            for text in refused:
+                del self._queue[text]
+            code, reason = next(iter(refused.values()))
+            n = len(refused)
+            raise _ipset_error(
+                self.set_name,
+                code,
+                f"{reason} ({n} refused entr{'y' if n == 1 else 'ies'}; "
+                f"{len(self._queue)} still queued)",
+            )
         timeout = self.timeout
         if timeout is not None and "timeout" not in header:
             if timeout != 0:
@@ -168,14 +169,30 @@ class CliIpsetBatch:
         return [t for t in queue if t not in present]
 
 
+def _refusal(text: str, family: str, settype: str) -> tuple[int, str] | None:
+    """Why a set of `family`/`settype` cannot take `text` (the kernel's code and words)."""
+    is_v6 = ":" in text
+    if is_v6 != (family == "inet6"):
+        kind = "IPv6" if is_v6 else "IPv4"
+        return IPSET_ERR_INVALID_FAMILY, f"set is {family}, address {text} is {kind}"
+    if "/" in text and not settype.startswith("hash:net"):
+        return (
+            IPSET_ERR_HASH_RANGE_UNSUPPORTED,
+            f"set is {settype}: the network {text} would be expanded; use a hash:net set",
+        )
+    return None
+
+
 _DELETED = re.compile(r"(\d+) flow entries have been deleted")
 
 
 class CliConntrackFlusher:
     """The ``conntrack`` program behind the API of ``hrneo.ConntrackFlusher`` (see module doc)."""
 
-    def __init__(self) -> None:
-        """Nothing is opened; counters start at zero."""
+    def __init__(self, *, track: bool = False) -> None:
+        """Nothing is opened; counters start at zero. `track` is accepted and ignored:
+        every flush lists the table."""
+        del track
         self._stats = {"flushes": 0, "deleted": 0, "processes": 0}
 
     def _conntrack(self, *args: str) -> subprocess.CompletedProcess[str]:

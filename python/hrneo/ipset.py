@@ -80,17 +80,21 @@ def open_batch(set_name: str, timeout: int | None = None) -> _core.IpsetBatch | 
     return CliIpsetBatch(set_name, timeout=timeout)
 
 
-def open_conntrack_flusher() -> _core.ConntrackFlusher | CliConntrackFlusher:
-    """A :class:`ConntrackFlusher`, or the ``conntrack`` program if netlink cannot be opened."""
+def open_conntrack_flusher(*, track: bool = False) -> _core.ConntrackFlusher | CliConntrackFlusher:
+    """A :class:`ConntrackFlusher`, or the ``conntrack`` program if netlink cannot be opened.
+
+    `track=True` asks for the event-fed index (see ``ConntrackFlusher``); the CLI
+    fallback ignores it.
+    """
     try:
-        return _core.ConntrackFlusher()
+        return _core.ConntrackFlusher(track=track)
     except OSError as exc:
         if not _netlink_unavailable(exc):
             raise
         _log_fallback_once("conntrack", exc)
     from hrneo.fallback import CliConntrackFlusher
 
-    return CliConntrackFlusher()
+    return CliConntrackFlusher(track=track)
 
 
 def create(

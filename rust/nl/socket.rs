@@ -100,6 +100,11 @@ impl NetfilterSocket {
         Ok(getsockopt_int(self.fd(), libc::SOL_SOCKET, libc::SO_SNDBUF)? as usize)
     }
 
+    /// Join netlink multicast groups (numbered from 1, as NFNLGRP_* are).
+    pub fn join_groups(&self, groups: &[u32]) -> io::Result<()> {
+        self.sock.add_mcast_membership(Groups::new_groups(groups))
+    }
+
     /// Error acks normally echo the whole request; NETLINK_CAP_ACK (Linux 4.3+)
     /// trims them to the header. Older kernels just echo: harmless, so failure is ignored.
     pub fn cap_acks(&self) -> bool {

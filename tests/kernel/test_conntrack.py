@@ -185,3 +185,114 @@ def test_bad_address_raises_and_deletes_nothing(router: Netns) -> None:
         flusher.flush([198])  # type: ignore[list-item]
     assert flusher.stats()["calls"] == 0
     assert len(entries(router, "ipv4")) == 10
+
+
+# ------------------------------------------------------------------ track=True
+
+
+def make_tracking(ns: Netns, event_rcvbuf: int | None = None) -> ConntrackFlusher:
+    with ns.enter():
+        f = ConntrackFlusher(track=True, event_rcvbuf=event_rcvbuf)
+    assert f.stats()["tracking"] == 1, "this kernel must deliver conntrack events"
+    return f
+
+
+def test_dump_mode_has_no_event_socket(router: Netns) -> None:
+    flusher = make_flusher(router)
+    assert flusher.fileno() is None
+    assert flusher.poll_events() == 0
+    st = flusher.stats()
+    assert st["tracking"] == 0 and st["resyncs"] == 0 and st["index_entries"] == 0
+
+
+def test_tracking_deletes_exactly_entries_made_before_and_after_it(router: Netns) -> None:
+    before_v4 = [f"198.51.100.{i}" for i in range(1, 151)]
+    after_v4 = [f"198.51.100.{i}" for i in range(151, 201)] + [
+        f"203.0.113.{i}" for i in range(1, 51)
+    ]
+    v6 = [f"2001:db8:1::{i:x}" for i in range(1, 101)]
+    early = send_udp(router, socket.AF_INET, ((a, p) for a in before_v4 for p in range(1000, 1040)))
+    flusher = make_tracking(router)
+    st0 = flusher.stats()
+    assert st0["resyncs"] == 1 and st0["dumped"] >= early and st0["index_entries"] >= early
+    late = send_udp(router, socket.AF_INET, ((a, p) for a in after_v4 for p in range(1000, 1040)))
+    late += send_udp(router, socket.AF_INET6, ((a, p) for a in v6 for p in range(2000, 2020)))
+    before = all_entries(router)
+    assert early + late == 12000 and len(before) >= 12000
+
+    # Made before the flusher (index from the initial dump) and after it (from events).
+    targets = {"198.51.100.7", "198.51.100.200", "203.0.113.33", "2001:db8:1::5", "2001:db8:1::64"}
+    gone = matching(before, targets)
+    assert len(gone) == 3 * 40 + 2 * 20
+
+    deleted = flusher.flush(sorted(targets))
+
+    after = all_entries(router)
+    assert deleted == len(gone)
+    assert after == before - gone
+    st = flusher.stats()
+    assert st["index_lookups"] == 1 and st["resyncs"] == 1, "answered without a dump"
+    assert st["dumped"] == st0["dumped"]
+    assert st["events"] >= late and st["lost"] == 0
+    assert st["matched"] == st["deleted"] == len(gone)
+    assert st["errors"] == 0 and st["unparsed"] == 0 and st["already_gone"] == 0
+    assert st["index_entries"] >= len(before) - len(gone)
+    # The DESTROY events of our own deletes arrive: at least for the 120 entries made
+    # after subscribing (with nf_conntrack_events=2, older entries carry no event
+    # cache). Nothing is left to find.
+    assert flusher.poll_events() >= 120
+    assert flusher.flush(sorted(targets)) == 0
+    assert flusher.stats()["already_gone"] == 0 and flusher.stats()["index_lookups"] == 2
+
+
+def test_tracking_matches_reply_source(router: Netns) -> None:
+    flusher = make_tracking(router)
+    router.sh(
+        "iptables -w -t nat -A OUTPUT -d 192.0.2.99 -p udp -j DNAT --to-destination 203.0.113.250"
+    )
+    send_udp(router, socket.AF_INET, [("192.0.2.99", 5000), ("192.0.2.98", 5000)])
+    send_udp(router, socket.AF_INET, (("198.51.100.9", p) for p in range(3000, 3100)))
+    assert flusher.poll_events() >= 102
+    before = entries(router, "ipv4")
+    nat = {e for e in before if e.orig[1] == "192.0.2.99"}
+    assert len(nat) == 1 and next(iter(nat)).reply_src == "203.0.113.250"
+
+    assert flusher.flush(["203.0.113.250"]) == 1
+    assert entries(router, "ipv4") == before - nat
+    assert flusher.stats()["index_lookups"] == 1
+
+
+def test_lost_events_fall_back_to_one_dump_then_the_index_works_again(router: Netns) -> None:
+    send_udp(router, socket.AF_INET, (("198.51.100.20", p) for p in range(1, 11)))
+    # A 32 KiB buffer holds a few dozen events: the burst below overflows it.
+    flusher = make_tracking(router, event_rcvbuf=16384)
+    send_udp(router, socket.AF_INET, (("198.51.100.22", p) for p in range(1, 1001)))
+    send_udp(router, socket.AF_INET, (("198.51.100.21", p) for p in range(1, 11)))
+    before = entries(router, "ipv4")
+    targets = {"198.51.100.20", "198.51.100.21"}
+    gone = matching(before, targets)
+    assert len(gone) == 20
+
+    assert flusher.flush(sorted(targets)) == 20
+
+    assert entries(router, "ipv4") == before - gone
+    st = flusher.stats()
+    assert st["lost"] >= 1, "the burst must have overflowed the event buffer"
+    assert st["resyncs"] == 2 and st["index_lookups"] == 0, "one dump, which rebuilt the index"
+    assert st["index_entries"] >= 1000
+    lost = st["lost"]
+    flusher.poll_events()  # the few DESTROY events of those deletes
+    # New entries, read as they come (one event each), are found without a dump.
+    for p in range(1, 11):
+        send_udp(router, socket.AF_INET, [("198.51.100.23", p)])
+        assert flusher.poll_events() == 1
+    before = entries(router, "ipv4")
+    gone = matching(before, {"198.51.100.23"})
+    assert len(gone) == 10
+
+    assert flusher.flush(["198.51.100.23"]) == 10
+
+    assert entries(router, "ipv4") == before - gone
+    st = flusher.stats()
+    assert st["lost"] == lost and st["resyncs"] == 2 and st["index_lookups"] == 1
+    assert st["deleted"] == 30 and st["already_gone"] == 0 and st["errors"] == 0

@@ -116,6 +116,13 @@ def test_same_errors(ns: Netns, make_batch: MakeBatch) -> None:
     b.add("203.0.113.0/24")
     with pytest.raises(IpsetError, match="hash:net"):
         b.commit()
+    # A refused entry leaves the queue; the good ones stay for the next commit.
+    b.extend(["192.0.2.9", "2001:db8::9"])
+    with pytest.raises(IpsetError, match=r"1 refused entry; 1 still queued"):
+        b.commit()
+    assert len(b) == 1
+    assert b.commit() == ["192.0.2.9"]
+    ns.sh("ipset flush s4")
     b.clear()
     b.extend(["192.0.2.1", "192.0.2.2", "192.0.2.3"])
     with pytest.raises(IpsetError, match="full") as ei:

@@ -218,3 +218,13 @@ def test_every_bad_value_of_a_policy_is_reported_in_one_run(tmp_path: Path) -> N
     assert any(e.startswith(f"{path}:4: timeout") and "-5" in e for e in errs), errs
     assert any(e.startswith(f"{path}:5: reconnect") for e in errs), errs
     assert any(e.startswith(f"{path}:6: maxelem") for e in errs), errs
+
+
+def test_conntrack_events_defaults_on_and_is_a_boolean(tmp_path: Path) -> None:
+    body = "policies:\n  - {name: p, ipset: s, domains: [example.com]}\n"
+    cfg, _ = load_config(write(tmp_path, body))
+    assert cfg.conntrack_events is True
+    cfg, _ = load_config(write(tmp_path, "conntrack_events: false\n" + body))
+    assert cfg.conntrack_events is False
+    errs = errors_of(write(tmp_path, "conntrack_events: sometimes\n" + body))
+    assert len(errs) == 1 and ":1:" in errs[0] and "conntrack_events" in errs[0]

@@ -108,6 +108,7 @@ class FakeBackend:
         self.kernel = FakeKernel()
         self.batches: list[FakeBatch] = []
         self.flusher = FakeFlusher()
+        self.flusher_track: bool | None = None
         self.readers: list[FakeReader] = []
 
     def open_reader(self, group: int) -> FakeReader:
@@ -120,7 +121,8 @@ class FakeBackend:
         self.batches.append(b)
         return b
 
-    def open_flusher(self) -> FakeFlusher:
+    def open_flusher(self, track: bool = False) -> FakeFlusher:
+        self.flusher_track = track
         return self.flusher
 
     def set_exists(self, name: str) -> bool:
@@ -615,5 +617,60 @@ def test_policy_of_agrees_with_match_and_batch_counts_repeats(tmp_path: Path) ->
         assert "192.0.2.62" not in be.kernel.members("hr_vpn1")
         assert "192.0.2.63" in be.kernel.members("hr_plain")
         assert d.counters["events"] == 4 and d.counters["answers"] == 4
+    finally:
+        d.stop()
+
+
+class TrackingFlusher(FakeFlusher):
+    """A flusher with an event socket (a pipe): each byte written is one event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rfd, self.wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        self.polled = 0
+
+    def fileno(self) -> int:
+        return self.rfd
+
+    def poll_events(self) -> int:
+        try:
+            n = len(os.read(self.rfd, 4096))
+        except BlockingIOError:
+            n = 0
+        self.polled += n
+        return n
+
+    def close(self) -> None:
+        os.close(self.rfd)
+        os.close(self.wfd)
+
+
+def test_loop_drains_the_flusher_event_socket(tmp_path: Path) -> None:
+    d, be, _r, cfg = make(tmp_path)
+    f = TrackingFlusher()
+    be.flusher = f
+    assert cfg.conntrack_events is True
+    d.start()
+    try:
+        assert be.flusher_track is True
+        os.write(f.wfd, b"eee")
+        d.step(max_wait=1.0)
+        assert f.polled == 3
+        d.step(max_wait=0.0)  # drained: no further call is needed
+        assert f.polled == 3
+    finally:
+        d.stop()
+    # After stop the descriptor is out of the selector.
+    assert f.rfd not in {k.fd for k in d.sel.get_map().values()}
+    f.close()
+
+
+def test_conntrack_events_off_opens_a_dump_mode_flusher(tmp_path: Path) -> None:
+    d, be, _r, _cfg = make(tmp_path, "conntrack_events: false\n" + CONFIG)
+    d.start()
+    try:
+        assert be.flusher_track is False
+        assert d._ct_events_fd is None
     finally:
         d.stop()
