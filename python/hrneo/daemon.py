@@ -163,6 +163,11 @@ class FlushWorker:
         with self._cond:
             return len(self._ips)
 
+    def outstanding(self) -> int:
+        """Addresses waiting or being flushed right now (0: every submitted flush is done)."""
+        with self._cond:
+            return len(self._ips) + (1 if self._busy else 0)
+
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is pending or running; False on timeout."""
         with self._cond:
@@ -649,6 +654,8 @@ class Daemon:
             "uptime": time.time() - self.started,
             "events_per_s": round(self.rate, 1),
             **self.counters,
+            # 0 once every conntrack flush handed to the worker so far has run.
+            "flush_pending": self.flush_worker.outstanding() if self.flush_worker else 0,
             "dropped": reader.get("dropped", 0),
             "malformed": reader.get("malformed", 0),
             "reader": reader,

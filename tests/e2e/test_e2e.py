@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,6 +110,16 @@ def sentinel(t: Topology, label: str) -> None:
     t.dns.set(name, "A", addr)
     assert resolve(t, name) == [addr]
     assert in_set(t, addr), f"sentinel {name} never reached the set:\n{t.log()}"
+    # Conntrack flushes run on a worker after the commits: wait until every flush
+    # handed over so far has run, so "entry kept" below cannot be a flush still to come.
+    assert wait_for(lambda: daemon_status(t)["flush_pending"] == 0), daemon_status(t)
+
+
+def daemon_status(t: Topology) -> dict[str, Any]:
+    out = _hrneo("status", "--json", "--socket", str(t.control))
+    assert out.returncode == 0, out.stderr
+    status: dict[str, Any] = json.loads(out.stdout)
+    return status
 
 
 # ---------------------------------------------------------------- matching
