@@ -3,7 +3,28 @@
 from collections.abc import Iterable
 from types import TracebackType
 
+from typing import final
+
 from typing_extensions import Self
+
+__all__ = [
+    "__version__",
+    "IpsetError",
+    "DnsAnswer",
+    "DnsEvent",
+    "NflogReader",
+    "parse_packet",
+    "IpsetBatch",
+    "ipset_create",
+    "ipset_exists",
+    "ipset_info",
+    "ipset_test",
+    "ipset_list",
+    "ipset_flush",
+    "ipset_destroy",
+    "ipset_swap",
+    "ConntrackFlusher",
+]
 
 __version__: str
 
@@ -14,6 +35,7 @@ class IpsetError(OSError):
 
 # ---------------------------------------------------------------- DNS / NFLOG
 
+@final
 class DnsAnswer:
     """One resource record of the answer section."""
 
@@ -22,6 +44,7 @@ class DnsAnswer:
     ttl: int
     data: str  # address text for A/AAAA, target name for CNAME, else the record's text
 
+@final
 class DnsEvent:
     """A parsed DNS message seen on the wire."""
 
@@ -43,18 +66,19 @@ class DnsEvent:
 def parse_packet(data: bytes) -> DnsEvent | None:
     """Parse one IPv4/IPv6 packet (UDP or TCP, port 53). None if it is not DNS."""
 
+@final
 class NflogReader:
     """Reads DNS packets copied by the kernel's NFLOG target (nfnetlink_log)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         group: int,
         *,
         rcvbuf: int = 4 * 1024 * 1024,
         copy_range: int = 0xFFFF,
         qthresh: int = 1,
         flush_timeout: int = 0,
-    ) -> None:
+    ) -> Self:
         """Bind nflog group `group` for IPv4 and IPv6.
 
         `qthresh` / `flush_timeout` (1/100 s) let the kernel batch packets;
@@ -83,13 +107,14 @@ class NflogReader:
 
 # ---------------------------------------------------------------- ipset
 
+@final
 class IpsetBatch:
     """Queue addresses for one set; commit() adds them and returns the NEW ones."""
 
     set_name: str
     timeout: int | None
 
-    def __init__(self, set_name: str, *, timeout: int | None = None) -> None: ...
+    def __new__(cls, set_name: str, *, timeout: int | None = None) -> Self: ...
     def add(self, ip: str) -> None:
         """Queue an IPv4/IPv6 address, or a network for hash:net sets. ValueError if unparsable."""
     def extend(self, ips: Iterable[str]) -> None: ...
@@ -120,6 +145,7 @@ def ipset_swap(name_a: str, name_b: str) -> None: ...
 
 # ---------------------------------------------------------------- conntrack
 
+@final
 class ConntrackFlusher:
     """Deletes conntrack entries by destination address (one dump per family per call).
 
@@ -128,7 +154,7 @@ class ConntrackFlusher:
     refused: stats()["tracking"] == 0) a flush does the one dump and rebuilds the
     index. `event_rcvbuf` (bytes) is for tests."""
 
-    def __init__(self, *, track: bool = False, event_rcvbuf: int | None = None) -> None: ...
+    def __new__(cls, *, track: bool = False, event_rcvbuf: int | None = None) -> Self: ...
     def flush(self, ips: Iterable[str]) -> int:
         """Delete every entry whose original destination or reply source is in `ips`.
         Returns the number of entries deleted."""
