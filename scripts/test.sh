@@ -40,10 +40,10 @@ step "maturin develop"
 "$VIRTUAL_ENV/bin/maturin" develop --quiet
 
 check "ruff" "$VIRTUAL_ENV/bin/ruff" check python tests
-"$VIRTUAL_ENV/bin/ruff" format --check python tests
+check "ruff format" "$VIRTUAL_ENV/bin/ruff" format --check python tests
 check "mypy" "$VIRTUAL_ENV/bin/mypy"
 # The hand-written stub must match the compiled module.
-"$PY" -m mypy.stubtest hrneo._core
+check "stubtest" "$PY" -m mypy.stubtest hrneo._core
 
 for suite in unit kernel e2e; do
     [ -d "tests/$suite" ] || continue

@@ -2,28 +2,27 @@
 
 from collections.abc import Iterable
 from types import TracebackType
-
 from typing import final
 
 from typing_extensions import Self
 
 __all__ = [
-    "__version__",
-    "IpsetError",
+    "ConntrackFlusher",
     "DnsAnswer",
     "DnsEvent",
-    "NflogReader",
-    "parse_packet",
     "IpsetBatch",
+    "IpsetError",
+    "NflogReader",
+    "__version__",
     "ipset_create",
-    "ipset_exists",
-    "ipset_info",
-    "ipset_test",
-    "ipset_list",
-    "ipset_flush",
     "ipset_destroy",
+    "ipset_exists",
+    "ipset_flush",
+    "ipset_info",
+    "ipset_list",
     "ipset_swap",
-    "ConntrackFlusher",
+    "ipset_test",
+    "parse_packet",
 ]
 
 __version__: str
