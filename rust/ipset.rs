@@ -338,6 +338,24 @@ pub fn msg_add(d: &mut Datagram, seq: u32, set: &str, e: &Entry, timeout: Option
     m.nest_end();
 }
 
+/// The first datagram `IpsetBatch::commit` sends for `entries`: one ADD each
+/// (`excl`: with NLM_F_EXCL), sequence numbers counting up from `first_seq`.
+/// Pure (no socket), for tools, tests and the cross-architecture smoke test.
+pub fn add_datagram(
+    set: &str,
+    entries: &[Entry],
+    timeout: Option<u32>,
+    excl: bool,
+    first_seq: u32,
+) -> Result<Vec<u8>> {
+    check_name(set)?;
+    let mut d = Datagram::with_capacity(entries.len() * 64);
+    for (i, e) in entries.iter().enumerate() {
+        msg_add(&mut d, first_seq.wrapping_add(i as u32), set, e, timeout, excl);
+    }
+    Ok(d.as_bytes().to_vec())
+}
+
 /// TEST: acked 0 when present, -IPSET_ERR_EXIST when not.
 pub fn msg_test(d: &mut Datagram, seq: u32, set: &str, e: &Entry) {
     let mut m = begin(d, IPSET_CMD_TEST, NLM_F_ACK, seq, set);

@@ -118,6 +118,17 @@ def main() -> int:
     )
     check(_core.parse_packet(b"\x45\x00\xff") is None, "truncated packet -> None")
 
+    # A netlink message built on this architecture: header fields in host order,
+    # the address and the timeout big-endian (the byte order the kernel expects).
+    msg = _core.ipset_add_message("hr_vpn1", ["192.0.2.10"], timeout=3600, seq=7)
+    length, mtype, flags, seq = struct.unpack("=IHHI", msg[:12])
+    check(
+        (length, mtype, flags, seq) == (len(msg), (6 << 8) | 9, 0x205, 7),
+        f"ipset ADD header: len {length}, type {mtype:#x}, flags {flags:#x}, seq {seq}",
+    )
+    check(msg[-12:-8] == ipaddress.IPv4Address("192.0.2.10").packed, "address big-endian")
+    check(msg[-4:] == struct.pack(">I", 3600), "timeout big-endian (00 00 0e 10)")
+
     # Netlink under qemu-user: qemu only translates NETLINK_ROUTE/AUDIT/KOBJECT_UEVENT
     # sockets, so NETLINK_NETFILTER fails. The error must arrive as an OSError (the
     # error mapping of the core), not as an abort; on real hardware this would work.

@@ -14,6 +14,7 @@ __all__ = [
     "IpsetError",
     "NflogReader",
     "__version__",
+    "ipset_add_message",
     "ipset_create",
     "ipset_destroy",
     "ipset_exists",
@@ -141,6 +142,15 @@ def ipset_list(name: str) -> list[str]: ...
 def ipset_flush(name: str) -> None: ...
 def ipset_destroy(name: str) -> None: ...
 def ipset_swap(name_a: str, name_b: str) -> None: ...
+def ipset_add_message(
+    set_name: str,
+    ips: list[str],
+    *,
+    timeout: int | None = None,
+    excl: bool = True,
+    seq: int = 1,
+) -> bytes:
+    """The ADD datagram IpsetBatch.commit() would send first (pure; no kernel)."""
 
 # ---------------------------------------------------------------- conntrack
 

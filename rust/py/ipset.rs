@@ -158,6 +158,24 @@ fn ipset_swap(py: Python<'_>, name_a: &str, name_b: &str) -> PyResult<()> {
     session(py, |s| s.swap(name_a, name_b))
 }
 
+/// The netlink datagram of ADD messages `IpsetBatch.commit()` would send first
+/// (no kernel involved): for tools, tests and checking byte order on a new platform.
+#[pyfunction]
+#[pyo3(signature = (set_name, ips, *, timeout = None, excl = true, seq = 1))]
+fn ipset_add_message(
+    py: Python<'_>,
+    set_name: &str,
+    ips: Vec<String>,
+    timeout: Option<u32>,
+    excl: bool,
+    seq: u32,
+) -> PyResult<Py<pyo3::types::PyBytes>> {
+    let entries =
+        ips.iter().map(|t| Entry::parse(t)).collect::<Result<Vec<_>>>().map_err(to_pyerr)?;
+    let bytes = ipset::add_datagram(set_name, &entries, timeout, excl, seq).map_err(to_pyerr)?;
+    Ok(pyo3::types::PyBytes::new(py, &bytes).unbind())
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyIpsetBatch>()?;
     m.add_function(wrap_pyfunction!(ipset_create, m)?)?;
@@ -168,5 +186,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ipset_flush, m)?)?;
     m.add_function(wrap_pyfunction!(ipset_destroy, m)?)?;
     m.add_function(wrap_pyfunction!(ipset_swap, m)?)?;
+    m.add_function(wrap_pyfunction!(ipset_add_message, m)?)?;
     Ok(())
 }
