@@ -56,6 +56,9 @@ class Route:
     gateway: str | None = None
     gateway6: str | None = None
     priority: int = DEFAULT_RULE_PRIORITY
+    # Bits of the packet mark hrneo owns: the rest stay as the firmware set them
+    # (Keenetic and OpenWrt use marks of their own).
+    mask: int = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -467,7 +470,9 @@ class _Loader:
         self, node: yaml.Node, fw: FirewallConfig, name: object, ipset6: str | None
     ) -> Route | None:
         m = self.mapping(
-            node, "route", ("interface", "gateway", "gateway6", "table", "mark", "priority")
+            node,
+            "route",
+            ("interface", "gateway", "gateway6", "table", "mark", "mask", "priority"),
         )
         for key in ("interface", "table", "mark"):
             if key not in m and isinstance(node, yaml.MappingNode):
@@ -477,6 +482,13 @@ class _Loader:
         gw6 = self.get(m, "gateway6", None, _ip_of(6))
         table = self.get(m, "table", None, _table)
         mark = self.get(m, "mark", None, parse_mark)
+        mask = self.get(m, "mask", 0xFFFFFFFF, parse_mark)
+        if mark is not None and mark & ~mask:
+            self.error(
+                m["mask"][1] if "mask" in m else node,
+                f"mark {mark:#x} has bits outside mask {mask:#x}",
+            )
+            mark = None
         prio = self.get(m, "priority", fw.rule_priority, _int_range("", 1, 32765))
         if fw.ipv6 and ipset6 and gw and not gw6:
             self.warn(
@@ -487,7 +499,13 @@ class _Loader:
         if iface is None or table is None or mark is None:
             return None
         return Route(
-            interface=iface, table=table, mark=mark, gateway=gw, gateway6=gw6, priority=prio
+            interface=iface,
+            table=table,
+            mark=mark,
+            gateway=gw,
+            gateway6=gw6,
+            priority=prio,
+            mask=mask,
         )
 
     def cross_check(self, policies: list[Policy]) -> None:

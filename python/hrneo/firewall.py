@@ -42,12 +42,13 @@ class IptRule:
 
 @dataclass(frozen=True)
 class IpRule:
-    """`ip rule add fwmark MARK/0xffffffff table T priority P`."""
+    """`ip rule add fwmark MARK/MASK table T priority P`."""
 
     family: int
     mark: int
     table: int
     priority: int
+    mask: int = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,11 @@ def desired_items(cfg: Config) -> list[Item]:
             mspec = (
                 "-m", "set", "--match-set", setname, "dst",
                 "-m", "comment", "--comment", f"{COMMENT_PREFIX}{pol.name}",
-                "-j", "MARK", "--set-xmark", f"{route.mark:#x}/0xffffffff",
+                "-j", "MARK", "--set-xmark", f"{route.mark:#x}/{route.mask:#x}",
             )  # fmt: skip
             for chain in ("PREROUTING", "OUTPUT"):
                 items.append(IptRule(family, "mangle", chain, mspec))
-            items.append(IpRule(family, route.mark, route.table, route.priority))
+            items.append(IpRule(family, route.mark, route.table, route.priority, route.mask))
             gw = route.gateway if family == 4 else route.gateway6
             if gw is None and route.gateway is not None and family == 6:
                 continue  # broadcast link without an IPv6 next hop: config warned
@@ -146,7 +147,7 @@ class Firewall:
         """argv for `ip rule add|del` of `rule`."""
         return [
             *self.prefix, self.fw.ip, f"-{rule.family}", "rule", op,
-            "fwmark", f"{rule.mark:#x}/0xffffffff", "table", str(rule.table),
+            "fwmark", f"{rule.mark:#x}/{rule.mask:#x}", "table", str(rule.table),
             "priority", str(rule.priority),
         ]  # fmt: skip
 
@@ -164,8 +165,11 @@ class Firewall:
             return self.run(self.ipt_argv(item, "-C")).returncode == 0
         if isinstance(item, IpRule):
             out = self.run([*self.prefix, self.fw.ip, f"-{item.family}", "rule", "show"])
+            # `ip rule show` omits a full mask: "fwmark 0x1001", or "fwmark 0x1000/0xff00".
             return any(
-                int(m.group(1)) == item.priority and int(m.group(2), 16) == item.mark
+                int(m.group(1)) == item.priority
+                and int(m.group(2), 16) == item.mark
+                and int(m.group(3) or "0xffffffff", 16) == item.mask
                 for m in _RULE_RE.finditer(out.stdout)
             )
         out = self.run(

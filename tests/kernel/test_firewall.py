@@ -40,7 +40,8 @@ policies:
     route:
       interface: late0
       table: 1002
-      mark: 0x1002
+      mark: 0x1200
+      mask: 0xff00
 """
 
 
@@ -98,6 +99,9 @@ def test_install_idempotent_reconcile_crash_and_stop(
         mangle = hrneo_lines(ns, "iptables", "mangle")
         assert len(mangle) == 4  # 2 policies x PREROUTING/OUTPUT
         assert any("--match-set hrt_vpn1 dst" in line and "0x1001" in line for line in mangle)
+        # a mask leaves the other mark bits alone, in the MARK rule and the ip rule
+        assert any("--set-xmark 0x1200/0xff00" in line for line in mangle), mangle
+        assert any("fwmark 0x1200/0xff00 lookup 1002" in r for r in fwmark_rules(ns, 4))
         mangle6 = hrneo_lines(ns, "ip6tables", "mangle")
         assert len(mangle6) == 2 and all("hrt_vpn1_v6" in line for line in mangle6)
         assert len(fwmark_rules(ns, 4)) == 2 and len(fwmark_rules(ns, 6)) == 1

@@ -228,3 +228,24 @@ def test_conntrack_events_defaults_on_and_is_a_boolean(tmp_path: Path) -> None:
     assert cfg.conntrack_events is False
     errs = errors_of(write(tmp_path, "conntrack_events: sometimes\n" + body))
     assert len(errs) == 1 and ":1:" in errs[0] and "conntrack_events" in errs[0]
+
+
+def test_route_mask(tmp_path: Path) -> None:
+    route = """\
+        policies:
+          - name: vpn1
+            ipset: hr_vpn1
+            domains: [example.com]
+            route:
+              interface: wg0
+              table: 1001
+              mark: {mark}
+              mask: {mask}
+        """
+    cfg, _ = load_config(write(tmp_path, route.format(mark="0x10000", mask='"0xff0000"')))
+    r = cfg.policies[0].route
+    assert r is not None and (r.mark, r.mask) == (0x10000, 0xFF0000)
+    errs = errors_of(write(tmp_path, route.format(mark="0x1001", mask="0xff00")))
+    assert any(
+        e.startswith(f"{tmp_path}/hrneo.yaml:9:") and "outside mask 0xff00" in e for e in errs
+    ), errs
