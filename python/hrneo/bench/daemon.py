@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -46,13 +45,13 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
+from hrneo.bench.netns import BenchNetns as Netns
+
 WAN_ADDR = "198.51.100.2"
 CLIENT_ADDR = "192.0.2.2"
 SET4 = "hr_bench"
@@ -64,52 +63,6 @@ GROUP = 100
 
 
 # ---------------------------------------------------------------- namespaces
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-class Netns:
-    """A throw-away network namespace (lo up); delete() kills what runs inside."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        self.sh("ip link set lo up")
-
-    def argv(self, cmd: str | Sequence[str]) -> list[str]:
-        """`ip netns exec` prefix for a command."""
-        return ["ip", "netns", "exec", self.name, *(cmd.split() if isinstance(cmd, str) else cmd)]
-
-    def sh(self, cmd: str | Sequence[str], check: bool = True) -> str:
-        """Run a command inside; return its stdout."""
-        proc = subprocess.run(self.argv(cmd), capture_output=True, text=True, check=False)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"[{self.name}] {cmd!r}: {proc.stderr.strip()}")
-        return proc.stdout
-
-    @contextlib.contextmanager
-    def enter(self) -> Iterator[None]:
-        """Run the block (this thread) inside the namespace."""
-        with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{self.name}") as ns:
-            _setns(ns.fileno())
-            try:
-                yield
-            finally:
-                _setns(home.fileno())
-
-    def delete(self) -> None:
-        """Kill every process inside and remove the namespace."""
-        out = subprocess.run(
-            ["ip", "netns", "pids", self.name], capture_output=True, text=True, check=False
-        )
-        for pid in out.stdout.split():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
-        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
 
 
 class Hosts:

@@ -29,26 +29,27 @@ def _setns(fd: int) -> None:
 
 
 class BenchNetns:
-    """A namespace named ``hrneo-bench-<pid>``, lo up, removed by :meth:`delete`."""
+    """A namespace (default name ``hrneo-bench-<pid>``), lo up, removed by :meth:`delete`."""
 
-    def __init__(self) -> None:
-        self.name = f"hrneo-bench-{os.getpid()}"
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"hrneo-bench-{os.getpid()}"
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         self.alive = True
         self.sh("ip link set lo up")
 
-    def sh(self, cmd: Cmd, stdin: str | None = None) -> str:
-        """Run a command inside the namespace; raise with its stderr on failure."""
-        argv = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+    def argv(self, cmd: Cmd) -> list[str]:
+        """The `ip netns exec` command line for `cmd`."""
+        words = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+        return ["ip", "netns", "exec", self.name, *words]
+
+    def sh(self, cmd: Cmd, stdin: str | None = None, check: bool = True) -> str:
+        """Run a command inside the namespace; return its stdout. With `check`, a
+        failure raises with its stderr."""
+        argv = self.argv(cmd)
         proc = subprocess.run(
-            ["ip", "netns", "exec", self.name, *argv],
-            check=False,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
+            argv, check=False, input=stdin, capture_output=True, text=True, timeout=120
         )
-        if proc.returncode != 0:
+        if check and proc.returncode != 0:
             raise RuntimeError(f"[{self.name}] {argv!r} exited {proc.returncode}: {proc.stderr}")
         return proc.stdout
 
