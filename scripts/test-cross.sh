@@ -19,6 +19,7 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do targets+=("$1"); shift; done
 
 ensure_cross_tools
 cd "$HRNEO_ROOT"
+mkdir -p "$HRNEO_CROSS_TARGET_DIR"   # the list of test binaries is written there first
 failed=()
 for t in "${targets[@]}"; do
     [[ "$t" == *musl ]] || die "$t: only the static musl targets run under qemu-user here"
