@@ -63,31 +63,28 @@ class Watchlist:
         """Compile the watchlist of a validated config."""
         return cls(cfg.policies)
 
-    def match(self, name: str) -> Match | None:
-        """The most specific watched domain that `name` equals or is under."""
+    def _lookup(self, name: str) -> tuple[int, str] | None:
+        """(policy index, domain) of the most specific watched domain `name` is under."""
         table = self._table
         suffix = name
         while True:
             pi = table.get(suffix)
             if pi is not None:
-                return Match(pi, name, suffix)
+                return pi, suffix
             dot = suffix.find(".")
             if dot < 0:
                 return None
             suffix = suffix[dot + 1 :]
 
+    def match(self, name: str) -> Match | None:
+        """The most specific watched domain that `name` equals or is under."""
+        hit = self._lookup(name)
+        return None if hit is None else Match(hit[0], name, hit[1])
+
     def policy_of(self, name: str) -> int:
-        """Index of the policy of `name`'s most specific domain, -1 if none (no Match built)."""
-        table = self._table
-        suffix = name
-        while True:
-            pi = table.get(suffix)
-            if pi is not None:
-                return pi
-            dot = suffix.find(".")
-            if dot < 0:
-                return -1
-            suffix = suffix[dot + 1 :]
+        """Index of the policy of `name`'s most specific domain, -1 if none (the hot path)."""
+        hit = self._lookup(name)
+        return -1 if hit is None else hit[0]
 
     def match_chain(self, names: Iterable[str]) -> Match | None:
         """The policy an answer goes to, given its question name and CNAME targets."""
@@ -101,21 +98,6 @@ class Watchlist:
             if key > best_key:  # strict: on a tie the earlier name keeps it
                 best, best_key = m, key
         return best
-
-    def match_all(self, names: Iterable[str]) -> dict[int, Match]:
-        """For each policy matched by some name of the chain, its most specific match."""
-        out: dict[int, Match] = {}
-        for name in names:
-            m = self.match(name)
-            if m is None:
-                continue
-            old = out.get(m.policy)
-            if old is None or (m.domain.count("."), len(m.domain)) > (
-                old.domain.count("."),
-                len(old.domain),
-            ):
-                out[m.policy] = m
-        return out
 
     def __len__(self) -> int:
         return self.size

@@ -68,13 +68,6 @@ def test_chain_most_specific_overall_and_tie_keeps_first() -> None:
     assert two.match_chain([]) is None
 
 
-def test_match_all_reports_every_policy() -> None:
-    got = WL.match_all(["a.example.org", "www.example.org", "q.example.net"])
-    assert sorted(got) == [0, 1]  # "org" (vpn3) is never the most specific here
-    assert got[1].domain == "www.example.org"
-    assert got[0].domain == "example.org"
-
-
 def test_duplicates_across_policies_reported_first_keeps() -> None:
     wl = Watchlist([pol("a", "x.example", "dup.example"), pol("b", "dup.example")])
     assert wl.match("dup.example") == Match(0, "dup.example", "dup.example")
