@@ -1,4 +1,4 @@
-"""`hrneo run | check | status`: the command line (also `python -m hrneo`).
+"""`hrneo run | check | status | import`: the command line (also `python -m hrneo`).
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 """
@@ -46,7 +46,48 @@ def _parser() -> argparse.ArgumentParser:
         "--socket", default=None,
         help=f"control socket (default: $HRNEO_SOCKET or {DEFAULT_SOCKET_PATH})",
     )  # fmt: skip
+    imp = sub.add_parser(
+        "import", help="print an equivalent hrneo config from another tool's files",
+        description="Formats: hydraroute (a HydraRoute Neo directory, default "
+        "/opt/etc/HydraRoute), adguard (ipset file), dnsmasq (ipset=/nftset= lines), "
+        "list (plain domain lists, one policy per file). A HydraRoute target is an "
+        "interface (and gets a route) if named with --interface or if "
+        "/sys/class/net/TARGET exists here.",
+    )  # fmt: skip
+    imp.add_argument("format", choices=["hydraroute", "adguard", "dnsmasq", "list"])
+    imp.add_argument("paths", nargs="*", metavar="PATH")
+    imp.add_argument(
+        "--interface", action="append", default=[], metavar="NAME",
+        help="hydraroute: this target is a network interface (repeatable)",
+    )  # fmt: skip
+    imp.add_argument("--policy", help="list: one policy of this name for all files")
+    imp.add_argument("--ipset", help="list: its IPv4 set (default: the policy name)")
+    imp.add_argument("--ipset6", help="list: its IPv6 set (default: IPSET + 'v6')")
+    imp.add_argument(
+        "--timeout", type=int, default=None,
+        help="adguard/dnsmasq/list: seconds an address stays (default 3600)",
+    )  # fmt: skip
     return p
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Print the imported config on stdout, warnings on stderr."""
+    from hrneo.config import DEFAULT_TIMEOUT
+    from hrneo.importer import ImportFailure, render, run_import
+
+    try:
+        result = run_import(
+            args.format, args.paths, interfaces=args.interface, policy=args.policy,
+            ipset=args.ipset, ipset6=args.ipset6,
+            timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
+        )  # fmt: skip
+    except ImportFailure as e:
+        print(e, file=sys.stderr)
+        return EXIT_USAGE
+    for w in result.warnings:
+        print(f"{w} (warning)", file=sys.stderr)
+    sys.stdout.write(render(result, f"{args.format} {' '.join(args.paths)}".rstrip()))
+    return EXIT_OK
 
 
 def setup_logging(level: str) -> None:
@@ -171,9 +212,18 @@ def cmd_status(sock: str, as_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `hrneo` and `python -m hrneo`."""
-    args = _parser().parse_args(argv)  # exits 2 on bad usage
+    parser = _parser()
+    # Known-args parsing so `import FORMAT --interface X PATH` works: argparse gives
+    # an optional nargs="*" positional nothing once an option comes between.
+    args, extra = parser.parse_known_args(argv)  # exits 2 on bad usage
+    if extra:
+        if args.command != "import" or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.paths += extra
     if args.command == "check":
         return cmd_check(args.config or _default_config())
+    if args.command == "import":
+        return cmd_import(args)
     if args.command == "run":
         return cmd_run(args.config or _default_config(), args.log_level)
     sock = args.socket or os.environ.get("HRNEO_SOCKET") or DEFAULT_SOCKET_PATH
