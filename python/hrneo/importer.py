@@ -179,14 +179,18 @@ def _hr_int(b: _Builder, where: str, key: str, value: str, lo: int, default: int
     return n
 
 
+def _rules(path: str) -> Iterator[tuple[str, str]]:
+    """("file:line", stripped text) of every line that is not blank or a `#` comment."""
+    for lineno, text in _read_lines(path):
+        line = text.strip()
+        if line and not line.startswith("#"):
+            yield f"{path}:{lineno}", line
+
+
 def parse_hrneo_conf(b: _Builder, path: str) -> HydraRouteSettings:
     """Read hrneo.conf (`key=value`); keys hrneo has no use for become warnings."""
     s = HydraRouteSettings()
-    for lineno, text in _read_lines(path):
-        line = text.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"{path}:{lineno}"
+    for where, line in _rules(path):
         key, eq, value = line.partition("=")
         key, value = key.strip(), value.strip()
         if not eq:
@@ -247,11 +251,8 @@ def _hr_policy(b: _Builder, target: str, where: str) -> ImportedPolicy:
 
 def parse_domain_conf(b: _Builder, path: str) -> None:
     """domain.conf: `dom1,dom2,geosite:TAG/Target` per line; `#` lines are off."""
-    for lineno, text in _read_lines(path):
-        line = text.strip()
-        if not line or line.startswith("#"):
-            continue  # a comment, or a rule HRweb disabled by commenting it out
-        where = f"{path}:{lineno}"
+    # `#` lines: comments, and rules HRweb disabled by commenting them out.
+    for where, line in _rules(path):
         doms, slash, target = line.rpartition("/")
         target = target.strip()
         if not slash or not target:
@@ -399,11 +400,7 @@ def _pair(b: _Builder, sets: list[str], where: str) -> tuple[str | None, str | N
 
 def parse_adguard(b: _Builder, path: str) -> None:
     """AdGuard Home ipset lines: `dom1,dom2/set4,set6`."""
-    for lineno, text in _read_lines(path):
-        line = text.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"{path}:{lineno}"
+    for where, line in _rules(path):
         doms, slash, sets = line.partition("/")
         set4, set6 = _pair(b, sets.split(","), where)
         pol = _sets_policy(b, set4, set6, where) if slash else None
