@@ -665,6 +665,8 @@ pub struct IpsetBatch {
     queued: HashSet<Entry>,
     session: Ipset,
     header: Option<SetHeader>,
+    /// After a commit that failed part-way: the entries that were new all the same.
+    partial_new: Vec<String>,
 }
 
 impl IpsetBatch {
@@ -677,6 +679,7 @@ impl IpsetBatch {
             queued: HashSet::new(),
             session: Ipset::open()?,
             header: None,
+            partial_new: Vec::new(),
         })
     }
 
@@ -724,6 +727,7 @@ impl IpsetBatch {
     /// The queue is emptied once sent; entries the set cannot take are dropped
     /// from it and reported as an error, the rest stay queued.
     pub fn commit(&mut self) -> Result<Vec<String>> {
+        self.partial_new.clear();
         if self.queue.is_empty() {
             return Ok(Vec::new());
         }
@@ -782,12 +786,22 @@ impl IpsetBatch {
                 err = e2;
             }
         }
+        let new: Vec<String> = new.into_iter().map(|i| queue[i].to_string()).collect();
         if let Some(code) = err {
+            // The kernel took the other entries: keep which of them were new, so a
+            // caller can still act on them (see `take_partial_new`).
+            self.partial_new = new;
             let e = kernel_error(&self.set, code);
             self.forget_header_on(&e);
             return Err(e);
         }
-        Ok(new.into_iter().map(|i| queue[i].to_string()).collect())
+        Ok(new)
+    }
+
+    /// The entries that were new in the last commit although it failed for
+    /// others (set full, ...); empty after a successful commit or once taken.
+    pub fn take_partial_new(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.partial_new)
     }
 
     fn forget_header_on(&mut self, e: &Error) {

@@ -32,6 +32,7 @@ class IpsetError(OSError):
     """The kernel refused an ipset request (errno = the kernel's code)."""
 
     set_name: str
+    new: list[str]  # from IpsetBatch.commit(): entries that were new despite the error
 
 # ---------------------------------------------------------------- DNS / NFLOG
 

@@ -515,20 +515,30 @@ class Daemon:
     def _commit(
         self, setname: str, addrs: dict[str, str], pol: Policy, st: PolicyStats
     ) -> list[str]:
-        """Commit one set's batch; on error recreate the set and retry once."""
+        """Commit one set's batch; on error recreate the set and retry once.
+
+        A commit that fails for some entries (set full, ...) still reports, on the
+        exception's `new`, the ones that went in as new: they count (and get their
+        conntrack flush) like any other.
+        """
+        went_in: list[str] = []
         for attempt in (1, 2):
             batch = self.batches[setname]
             try:
                 batch.extend(addrs)
-                return batch.commit()
+                return went_in + [a for a in batch.commit() if a not in went_in]
             except (OSError, ValueError) as e:
                 st.errors += 1
                 self.counters["commit_errors"] += 1
+                went_in += [a for a in getattr(e, "new", None) or () if a not in went_in]
                 with contextlib.suppress(Exception):
                     batch.clear()
                 if attempt == 2:
-                    log.error("set %s: %s; %d address(es) lost", setname, e, len(addrs))
-                    return []
+                    log.error(
+                        "set %s: %s; of %d address(es), %d went in as new",
+                        setname, e, len(addrs), len(went_in),
+                    )  # fmt: skip
+                    return went_in
                 log.error("set %s: %s; recreating it and retrying once", setname, e)
                 try:
                     pi = self.plans[setname].policy
@@ -538,8 +548,8 @@ class Daemon:
                     self._add_static(pol, setname, plan.family, plan)
                 except (OSError, ValueError, DaemonError) as e2:
                     log.error("set %s: cannot recreate: %s", setname, e2)
-                    return []
-        return []
+                    return went_in
+        return went_in
 
     def _flush_done(
         self, ips: list[str], share: dict[str, int], result: int | BaseException

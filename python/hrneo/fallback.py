@@ -165,7 +165,16 @@ class CliIpsetBatch:
         self._queue.clear()
         proc = _run(["ipset", "restore", "-exist"], stdin=script)
         if proc.returncode != 0:
-            _raise_for(self.set_name, proc)
+            try:
+                _raise_for(self.set_name, proc)
+            except IpsetError as exc:
+                # As the netlink path: the entries that did go in and were new.
+                try:
+                    now = self._read_set()[1]
+                except OSError:
+                    now = set()
+                exc.new = [t for t in queue if t not in present and t in now]
+                raise
         return [t for t in queue if t not in present]
 
 

@@ -67,9 +67,17 @@ impl PyIpsetBatch {
 
     /// Send the queue to the kernel; return the addresses that were not present
     /// (or had expired). Present entries of a timeout set get their timeout refreshed.
+    /// On a kernel error for some entries (set full, ...), the exception's `new`
+    /// attribute lists the entries that were new all the same.
     fn commit(&mut self, py: Python<'_>) -> PyResult<Vec<String>> {
         let inner = &mut self.inner;
-        detached(py, || inner.commit())
+        match detached(py, || inner.commit()) {
+            Ok(new) => Ok(new),
+            Err(err) => {
+                err.value(py).setattr("new", self.inner.take_partial_new())?;
+                Err(err)
+            }
+        }
     }
 
     fn __repr__(&self) -> String {

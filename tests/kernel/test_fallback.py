@@ -128,6 +128,7 @@ def test_same_errors(ns: Netns, make_batch: MakeBatch) -> None:
     with pytest.raises(IpsetError, match="full") as ei:
         b.commit()
     assert ei.value.errno == 4352
+    assert ei.value.new == ["192.0.2.1", "192.0.2.2"]
     with pytest.raises(ValueError):
         b.add("not-an-address")
     with pytest.raises(ValueError):

@@ -246,6 +246,8 @@ def test_set_full(ns: Netns) -> None:
     assert "full" in str(ei.value)
     assert ei.value.errno == 4352  # IPSET_ERR_HASH_FULL
     assert len(cli_members(ns, "small")) == 2
+    # the two that went in are not lost: the error says they were new
+    assert ei.value.new == ["192.0.2.1", "192.0.2.2"]
 
 
 def test_network_into_hash_ip_is_refused(ns: Netns) -> None:

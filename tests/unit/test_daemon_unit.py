@@ -24,6 +24,10 @@ class FakeSetGone(OSError):
     pass
 
 
+class FakeSetFull(OSError):
+    new: list[str]
+
+
 @dataclass
 class FakeKernel:
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> info + members
@@ -54,8 +58,16 @@ class FakeBatch:
         if self.name not in self.kernel.sets:
             raise FakeSetGone(2, f"set {self.name} does not exist")
         members = self.kernel.members(self.name)
-        new = [ip for ip in queued if ip not in members]
+        limit = self.kernel.sets[self.name].get("limit")  # a set full past this many
+        new: list[str] = []
         for ip in queued:
+            if ip not in members:
+                if limit is not None and len(members) >= limit:
+                    # as IpsetBatch: the entries that went in as new ride on the error
+                    err = FakeSetFull(4352, f"ipset {self.name!r}: set is full")
+                    err.new = new
+                    raise err
+                new.append(ip)
             members[ip] = self.timeout
         return new
 
@@ -425,6 +437,26 @@ def test_commit_error_recreates_set_and_keeps_running(tmp_path: Path) -> None:
         assert d.counters["commit_errors"] == 2
         d.process([Ev("c.example.net", ["c.example.net"], ["192.0.2.22"])])
         assert "192.0.2.22" in be.kernel.members("hr_plain")
+    finally:
+        d.stop()
+
+
+def test_partly_failed_commit_still_counts_and_flushes_what_went_in(tmp_path: Path) -> None:
+    d, be, _r, _ = make(tmp_path)
+    d.start()
+    try:
+        info = be.kernel.sets["hr_vpn1"]
+        info["limit"] = len(info["members"]) + 2  # room for two more entries
+        d.process(
+            [Ev("a.example.org", ["a.example.org"], ["192.0.2.30", "192.0.2.31", "192.0.2.32"])]
+        )
+        assert set(be.kernel.members("hr_vpn1")) >= {"192.0.2.30", "192.0.2.31"}
+        assert "192.0.2.32" not in be.kernel.members("hr_vpn1")
+        assert d.counters["commit_errors"] >= 1
+        assert d.pstats["vpn1"].new == 2
+        # the two that went in are new to the set: their connections are flushed
+        assert d.flush_worker is not None and d.flush_worker.wait_idle(5)
+        assert [sorted(c) for c in be.flusher.calls] == [["192.0.2.30", "192.0.2.31"]]
     finally:
         d.stop()
 
