@@ -1,18 +1,45 @@
-//! hrneo's compiled core: read DNS answers from NFLOG, add addresses to ipsets
-//! and learn which were new, delete the conntrack entries of new addresses.
+//! hrneo's compiled core: read DNS answers the kernel hands over, match their
+//! names against the watchlist, add the addresses to the policies' sets and
+//! learn which were new, delete the conntrack entries of the new ones.
 //!
-//! The modules below are plain Rust (no PyO3), tested by `cargo test`, also
-//! under qemu on big-endian MIPS. `py` wraps them as `hrneo._core`.
+//! The modules are plain Rust (no PyO3), tested by `cargo test`, also under
+//! qemu on big-endian MIPS; `py` wraps them as the Python module `hrneo._core`.
+#![warn(missing_docs)]
 
-pub mod conntrack;
-pub mod dns;
-pub mod error;
-pub mod ipset;
-pub mod nflog;
-pub mod nl;
-pub mod packet;
+mod capture;
+mod conntrack;
+mod dns;
+mod error;
+mod ipset;
+mod nl;
+mod pipeline;
+mod sys;
+mod watchlist;
 
 #[cfg(feature = "python")]
 mod py;
+#[cfg(test)]
+mod testutil;
 
+pub use capture::{
+    decode_datagram, CaptureStats, Captured, DnsEventReader, NflogConfig, NflogReader, PacketSource,
+};
+pub use conntrack::{ConntrackFlusher, Flushed, FlusherStats};
+pub use dns::{
+    parse_message, parse_packet, parse_packet_into, DnsAnswer, DnsEvent, DnsMessage, ParseStats,
+    Skip, Transport,
+};
 pub use error::{Error, Result};
+pub use ipset::{
+    add_datagram, Committed, CreateSpec, Entry, Family, IpsetBatch, IpsetSession, SetHeader,
+};
+pub use pipeline::{
+    Counters, FlushTotals, Flusher, IpsetWriter, Level, Notes, Pipeline, Plan, PolicyCounters,
+    PolicySpec, Prepared, SetWriter, Wake,
+};
+pub use watchlist::{Added, Hit, Origin, Watchlist};
+
+/// Parsers of what the kernel sends, for fuzzing: they take any bytes.
+pub mod fuzzing {
+    pub use crate::nl::{attrs, messages};
+}

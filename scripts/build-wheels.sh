@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build hrneo wheels for the host and for the routers (issue 4).
+# Build hrneo wheels for the host and for the routers.
 #
 #   scripts/build-wheels.sh [OUTDIR]        (default: dist/)
 #   HRNEO_WHEEL_TARGETS="mips-unknown-linux-musl ..." limits the cross targets.

@@ -15,7 +15,7 @@ HRNEO_CROSS_TARGET_DIR="${HRNEO_CROSS_TARGET_DIR:-$HRNEO_ROOT/target/cross}"
 HRNEO_NICE="${HRNEO_NICE:-10}"
 HRNEO_TOOLS_VENV="$HRNEO_CROSS_CACHE/venv"
 
-# The three router targets of issue 4 (used by the scripts that source this file).
+# The three router targets (used by the scripts that source this file).
 # shellcheck disable=SC2034
 HRNEO_MUSL_TARGETS=(mips-unknown-linux-musl mipsel-unknown-linux-musl aarch64-unknown-linux-musl)
 # shellcheck disable=SC2034

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One command from a checkout to a runnable daemon: builds the Rust core into a
-# virtualenv (.venv) with maturin and validates the example config.
+# One command from a checkout to a runnable daemon: builds the Rust core (release)
+# and installs hrneo into a virtualenv (.venv), then validates the example config.
+# The install is a copy, not editable: scripts/test.sh's debug build (made in the
+# checkout, for .venv-test) never replaces the one `hrneo run` uses here.
 # Then: sudo .venv/bin/hrneo run --config examples/hrneo.yaml
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +34,6 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet "maturin>=1.7,<2" "pyyaml>=5.1"
-VIRTUAL_ENV="$PWD/.venv" .venv/bin/maturin develop --quiet --release
+.venv/bin/pip install --quiet .
 .venv/bin/hrneo check --config examples/hrneo.yaml
 echo "ready: sudo .venv/bin/hrneo run --config examples/hrneo.yaml"

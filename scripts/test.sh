@@ -2,10 +2,19 @@
 # The whole test suite, as CI runs it (.ci/run): Rust checks and tests, the
 # extension build, lint and types, then unit, kernel and end-to-end tests.
 # Kernel and end-to-end tests need root; with CI=true a skipped one fails the run.
+#
+# It works in its own virtualenv (.venv-test: a debug build of the core and the
+# test tools, installed here), so the release build that scripts/setup.sh put
+# in .venv, which `hrneo run` uses, is never replaced by a slow debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=${VENV:-.venv}
+VENV=${VENV:-.venv-test}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --upgrade pip
+"$VENV/bin/pip" install --quiet "maturin>=1.7,<2" "pyyaml>=5.1" pytest pytest-timeout \
+    hypothesis ruff mypy types-PyYAML
+export PATH="$HOME/.cargo/bin:$PATH"
 export VIRTUAL_ENV="$PWD/$VENV"
 export PYO3_PYTHON="$VIRTUAL_ENV/bin/python"
 PY="$VIRTUAL_ENV/bin/python"

@@ -1,38 +1,45 @@
 """Type stubs for hrneo._core, the compiled Rust core (see rust/py/)."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import final
+from typing import Literal, Protocol, final
 
 from typing_extensions import Self
+
+from hrneo.status import PipelineStats
 
 __all__ = [
     "ConntrackFlusher",
     "DnsAnswer",
     "DnsEvent",
     "IpsetBatch",
-    "IpsetError",
+    "IpsetSession",
     "NflogReader",
+    "Pipeline",
+    "Plan",
+    "WatchMatch",
+    "Watchlist",
     "__version__",
+    "_ipset_canonical",
+    "_ipset_check_name",
+    "_ipset_reason",
+    "_ipset_refusal",
     "ipset_add_message",
-    "ipset_create",
-    "ipset_destroy",
-    "ipset_exists",
-    "ipset_flush",
-    "ipset_info",
-    "ipset_list",
-    "ipset_swap",
-    "ipset_test",
     "parse_packet",
 ]
 
 __version__: str
 
-class IpsetError(OSError):
-    """The kernel refused an ipset request (errno = the kernel's code)."""
-
-    set_name: str
-    new: list[str]  # from IpsetBatch.commit(): entries that were new despite the error
+class _Closeable:
+    def close(self) -> None:
+        """Release the sockets (and threads) now; later calls raise ValueError."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 # ---------------------------------------------------------------- DNS / NFLOG
 
@@ -41,7 +48,7 @@ class DnsAnswer:
     """One resource record of the answer section."""
 
     name: str  # owner name, lower-case, no trailing dot
-    rtype: str  # "A", "AAAA", "CNAME", ... (numeric types as "TYPE65")
+    rtype: str  # "A", "AAAA", "CNAME", ... (numeric types as "TYPE4242")
     ttl: int
     data: str  # address text for A/AAAA, target name for CNAME, else the record's text
 
@@ -59,16 +66,17 @@ class DnsEvent:
     sport: int
     dport: int
     transport: str  # "udp" or "tcp"
-    answers: list[DnsAnswer]  # in wire order, only records reachable from qname
-    chain: list[str]  # qname followed by every CNAME target on its chain, in order
-    addresses: list[str]  # A/AAAA data reachable from qname through the chain, deduplicated
+    answers: list[DnsAnswer]  # in wire order, only class-IN records reachable from qname
+    chain: list[str]  # qname, then every CNAME and SVCB/HTTPS target on its chain, in order
+    addresses: list[str]  # A/AAAA data of the chain, then SVCB/HTTPS hints; deduplicated
+    hints: list[str]  # the addresses that came only from SVCB/HTTPS hints
     min_ttl: int  # smallest TTL on the chain (0 if there are no answers)
 
 def parse_packet(data: bytes) -> DnsEvent | None:
     """Parse one IPv4/IPv6 packet (UDP or TCP, port 53). None if it is not DNS."""
 
 @final
-class NflogReader:
+class NflogReader(_Closeable):
     """Reads DNS packets copied by the kernel's NFLOG target (nfnetlink_log)."""
 
     def __new__(
@@ -96,53 +104,58 @@ class NflogReader:
         waits at most `timeout` seconds. Returns [] on timeout.
         """
     def stats(self) -> dict[str, int]:
-        """Counters: packets, dns, malformed, incomplete, non_dns, dropped, enobufs, ..."""
-    def close(self) -> None: ...
-    def __enter__(self) -> Self: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
+        """Counters: packets, dns, responses, queries, malformed, incomplete, non_dns,
+        dropped, enobufs, datagrams."""
 
 # ---------------------------------------------------------------- ipset
 
 @final
-class IpsetBatch:
+class IpsetBatch(_Closeable):
     """Queue addresses for one set; commit() adds them and returns the NEW ones."""
 
-    set_name: str
-    timeout: int | None
-
+    @property
+    def set_name(self) -> str: ...
+    @property
+    def timeout(self) -> int | None: ...
     def __new__(cls, set_name: str, *, timeout: int | None = None) -> Self: ...
     def add(self, ip: str) -> None:
         """Queue an IPv4/IPv6 address, or a network for hash:net sets. ValueError if unparsable."""
-    def extend(self, ips: Iterable[str]) -> None: ...
+    def extend(self, ips: Iterable[str]) -> None:
+        """Queue several; nothing is queued if one of them does not parse."""
     def __len__(self) -> int: ...
     def clear(self) -> None: ...
     def commit(self) -> list[str]:
         """Send the queue to the kernel; return the addresses that were not present
-        (or had expired). Present entries of a timeout set get their timeout refreshed."""
+        (or had expired). Present entries of a timeout set get their timeout refreshed.
+        A refusal is hrneo.errors.IpsetError; its `new` lists the entries that went in
+        as new all the same."""
 
-def ipset_create(
-    name: str,
-    settype: str = "hash:net",
-    family: str = "inet",
-    *,
-    timeout: int | None = None,
-    maxelem: int | None = None,
-    exist_ok: bool = False,
-) -> None: ...
-def ipset_exists(name: str) -> bool: ...
-def ipset_info(name: str) -> dict[str, str | int | None]:
-    """type, family ("inet"/"inet6"), timeout (None if the set has none), maxelem, size, entries."""
+@final
+class IpsetSession(_Closeable):
+    """A netlink session for the kernel's ipset verbs (one socket, reused)."""
 
-def ipset_test(name: str, ip: str) -> bool: ...
-def ipset_list(name: str) -> list[str]: ...
-def ipset_flush(name: str) -> None: ...
-def ipset_destroy(name: str) -> None: ...
-def ipset_swap(name_a: str, name_b: str) -> None: ...
+    def __new__(cls) -> Self: ...
+    def create(
+        self,
+        name: str,
+        settype: Literal["hash:net", "hash:ip"] = "hash:net",
+        family: Literal["inet", "inet6"] = "inet",
+        *,
+        timeout: int | None = None,
+        maxelem: int | None = None,
+        exist_ok: bool = False,
+    ) -> None:
+        """Create a set; with `exist_ok`, a set of that name is kept as it is."""
+    def exists(self, name: str) -> bool: ...
+    def info(self, name: str) -> dict[str, str | int | None]:
+        """name, type, revision, family ("inet"/"inet6"), timeout (None if the set has
+        none), maxelem, hashsize, size (bytes), references, entries."""
+    def test(self, name: str, ip: str) -> bool: ...
+    def members(self, name: str) -> list[str]: ...
+    def flush(self, name: str) -> None: ...
+    def destroy(self, name: str) -> None: ...
+    def swap(self, name_a: str, name_b: str) -> None: ...
+
 def ipset_add_message(
     set_name: str,
     ips: list[str],
@@ -153,10 +166,15 @@ def ipset_add_message(
 ) -> bytes:
     """The ADD datagram IpsetBatch.commit() would send first (pure; no kernel)."""
 
+def _ipset_canonical(text: str) -> str: ...
+def _ipset_refusal(entry: str, family: str, settype: str) -> tuple[int, str] | None: ...
+def _ipset_reason(code: int) -> str: ...
+def _ipset_check_name(name: str) -> None: ...
+
 # ---------------------------------------------------------------- conntrack
 
 @final
-class ConntrackFlusher:
+class ConntrackFlusher(_Closeable):
     """Deletes conntrack entries by destination address (one dump per family per call).
 
     With `track=True` it also listens to conntrack NEW/DESTROY events and keeps an
@@ -176,3 +194,96 @@ class ConntrackFlusher:
         """calls, dumped, matched, deleted, already_gone, errors, unparsed, tracking,
         index_entries, events, resyncs (initial dump included), lost (ENOBUFS),
         index_lookups (flushes without a dump), index_full."""
+
+# ---------------------------------------------------------------- watchlist
+
+@final
+class WatchMatch:
+    """The watched domain a name (or chain of names) goes to."""
+
+    policy: int  # index of the policy in the config
+    name: str  # the name that matched
+    domain: str  # the watched domain it equals or is under
+    source: str  # the file the domain was written in
+    line: int  # its line there (0: unknown)
+
+@final
+class Watchlist:
+    """Every policy's domains in one suffix matcher: a name matches a domain it
+    equals or is under (label boundaries); the most specific domain wins."""
+
+    def __new__(cls) -> Self: ...
+    def add_source(self, path: str) -> int:
+        """Register a file domains come from; returns its index for `add`."""
+    def add(
+        self, domain: str, policy: int, source: int = 0, line: int = 0
+    ) -> tuple[int, int, int] | None:
+        """Add a normalized domain; None if new, else (policy, source, line) of the
+        first, which keeps it. ValueError for text that is not a normalized domain."""
+    def shrink_to_fit(self) -> None: ...
+    def match(self, name: str) -> WatchMatch | None: ...
+    def policy_of(self, name: str) -> int:
+        """The policy index of `name`, -1 if it is on no watchlist."""
+    def match_chain(self, names: list[str]) -> WatchMatch | None:
+        """The match of an answer's names (question, CNAME and SVCB targets): the
+        most labels, then the longest, then the earliest name."""
+    def domains(self, policy: int) -> list[str]: ...
+    def count(self, policy: int) -> int: ...
+    @property
+    def sources(self) -> list[str]: ...
+    def heap_bytes(self) -> int: ...
+    def __len__(self) -> int: ...
+
+# ---------------------------------------------------------------- pipeline
+
+class _PolicyLike(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def ipset(self) -> str: ...
+    @property
+    def ipset6(self) -> str | None: ...
+    @property
+    def timeout(self) -> int: ...
+    @property
+    def maxelem(self) -> int | None: ...
+    @property
+    def reconnect(self) -> bool: ...
+    @property
+    def static(self) -> Sequence[str]: ...
+
+@final
+class Plan:
+    """A config compiled for the pipeline: watchlist, each policy's sets, a writer per set."""
+
+    def __new__(cls, watchlist: Watchlist, policies: Iterable[_PolicyLike]) -> Self: ...
+    def prepare(self) -> list[str]:
+        """Create missing sets, check families, decide timeouts, add static entries;
+        returns the lines to log."""
+
+@final
+class Pipeline(_Closeable):
+    """The hot path: NFLOG reader, plan and conntrack thread, run with the GIL released."""
+
+    def __new__(
+        cls,
+        plan: Plan,
+        *,
+        nflog_group: int = 100,
+        rcvbuf: int = 4 * 1024 * 1024,
+        conntrack: Literal["events", "dump", "off"] = "events",
+    ) -> Self: ...
+    def run(
+        self, timeout: float, wake_fd: int | None = None
+    ) -> Literal["timeout", "wake", "signal", "notes"]:
+        """Process packets as they come for at most `timeout` seconds; return early
+        when `wake_fd` is readable, a signal arrived or a warning waits."""
+    def process_queued(self) -> int: ...
+    def swap_plan(self, plan: Plan) -> None: ...
+    def swap_source(self, group: int) -> None: ...
+    def prepare(self) -> list[str]: ...
+    def set_verbose(self, verbose: bool) -> None: ...
+    def take_notes(self) -> list[tuple[int, str]]:
+        """(logging level, line) queued since the last call."""
+    def stats(self) -> PipelineStats: ...
+    def wait_flushed(self, timeout: float) -> bool: ...

@@ -10,11 +10,11 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from hrneo.config import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, ConfigError, load_config
+from hrneo.errors import HrneoError
 
 log = logging.getLogger("hrneo")
 
@@ -108,12 +108,11 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
         for line in e.errors:
             print(line, file=out)
         return EXIT_USAGE
-    from hrneo.watchlist import Watchlist  # only needed once the config is valid
-
-    wl = Watchlist.from_config(cfg)
-    for w in [*warnings, *wl.duplicates]:
+    for w in warnings:
         print(f"{w} (warning)", file=out)
-    print(f"{path}: ok: {len(cfg.policies)} policies, {len(wl)} domains", file=sys.stdout)
+    print(
+        f"{path}: ok: {len(cfg.policies)} policies, {len(cfg.watchlist)} domains", file=sys.stdout
+    )
     return EXIT_OK
 
 
@@ -128,79 +127,23 @@ def cmd_run(path: str, level: str) -> int:
         return EXIT_USAGE
     for w in warnings:
         log.warning("%s", w)
-    from hrneo.control import ControlError
-    from hrneo.daemon import Daemon, DaemonError  # imports the compiled core
+    from hrneo.daemon import Daemon
 
     try:
         return Daemon(cfg).run()
-    except (DaemonError, ControlError, OSError) as e:
+    except (HrneoError, OSError) as e:
         log.error("hrneo cannot run: %s", e)
         return EXIT_FAIL
 
 
-def _ago(seconds: float) -> str:
-    s = int(seconds)
-    d, s = divmod(s, 86400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
-
-
-def format_status(st: dict[str, Any]) -> str:
-    """The human table of `hrneo status`."""
-    lines = [
-        (
-            f"hrneo pid {st.get('pid')}  up {_ago(float(st.get('uptime', 0)))}  "
-            f"config {st.get('config')}  nflog group {st.get('nflog_group')}"
-        ),
-        (
-            f"events {st.get('events', 0)}  ({st.get('events_per_s', 0)}/s)  answers "
-            f"{st.get('answers', 0)}  queries ignored {st.get('queries_ignored', 0)}  "
-            f"dropped {st.get('dropped', 0)}  malformed {st.get('malformed', 0)}"
-        ),
-        (
-            f"conntrack flushed {st.get('flushed', 0)}  commit errors {st.get('commit_errors', 0)}"
-            f"  flush errors {st.get('flush_errors', 0)}"
-        ),
-    ]
-    rl = st.get("last_reload")
-    if rl:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(rl.get("time", 0))))
-        lines.append(
-            f"last reload {when}: {'ok' if rl.get('ok') else 'FAILED'}: {rl.get('message', '')}"
-        )
-    else:
-        lines.append("last reload: never")
-    fw = st.get("firewall") or {}
-    if fw.get("missing"):
-        lines.append("missing rules/routes (retried): " + "; ".join(fw["missing"]))
-    head = ("policy", "sets", "domains", "matched", "added", "new", "flushed", "errors")
-    rows = [head]
-    for p in st.get("policies", []):
-        sets = p.get("ipset", "") + (f",{p['ipset6']}" if p.get("ipset6") else "")
-        rows.append((
-            str(p.get("name")), sets, str(p.get("domains", 0)), str(p.get("matched", 0)),
-            str(p.get("added", 0)), str(p.get("new", 0)), str(p.get("flushed", 0)),
-            str(p.get("errors", 0)),
-        ))  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines.append("")
-    for r in rows:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-            ).rstrip()
-        )
-    return "\n".join(lines)
-
-
 def cmd_status(sock: str, as_json: bool) -> int:
     """Ask the running daemon for its counters."""
-    from hrneo.control import ControlError, request
+    from hrneo.control import request
+    from hrneo.status import format_status
 
     try:
         st = request(sock, "status")
-    except ControlError as e:
+    except HrneoError as e:
         print(f"hrneo status: {e}", file=sys.stderr)
         return EXIT_FAIL
     if as_json:

@@ -17,6 +17,8 @@ import stat
 import time
 from typing import Any, Callable
 
+from hrneo.errors import ControlError
+
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 256
@@ -24,10 +26,6 @@ CONN_TIMEOUT = 2.0  # seconds a client may take to send its request
 SEND_TIMEOUT = 1.0
 
 Handler = Callable[[str], Any]
-
-
-class ControlError(RuntimeError):
-    """The control socket cannot be set up, or the daemon cannot be reached."""
 
 
 def _remove_stale(path: str) -> None:

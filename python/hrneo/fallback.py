@@ -1,9 +1,17 @@
-"""Command-line fallbacks for hosts where netfilter netlink cannot be opened.
+"""The ``ipset`` / ``conntrack`` programs behind the API of the netlink classes.
 
-:class:`CliIpsetBatch` has the API and results of ``hrneo.IpsetBatch`` and
-runs two processes per commit whatever the batch size: one
-``ipset list -o save NAME`` to tell new from present, one
-``ipset restore -exist`` to add (and refresh timeouts).
+When it triggers: only where a netfilter netlink socket cannot be opened at
+all (``socket()`` fails with EPROTONOSUPPORT, EAFNOSUPPORT, EACCES or EPERM:
+emulators such as qemu-user, seccomp sandboxes, containers without netlink).
+:func:`open_batch` and :func:`open_conntrack_flusher` pick the netlink class
+when they can, this fallback otherwise, and log the switch once. The daemon
+never needs it: its NFLOG capture uses the same kind of socket, so where the
+fallback would be needed the daemon cannot read DNS answers either.
+
+:class:`CliIpsetBatch` runs two processes per commit whatever the batch size:
+one ``ipset list -o save NAME`` to tell new from present, one ``ipset restore
+-exist`` to add (and refresh timeouts). It refuses entries by the core's own
+rules and reports the core's own words.
 
 :class:`CliConntrackFlusher` uses the ``conntrack`` program. Its limits: the
 program takes one address per deletion, so a flush lists the table once per
@@ -16,28 +24,67 @@ it needs conntrack-tools on the PATH.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import re
 import shutil
 import subprocess
 from collections.abc import Iterable
 
-from hrneo._core import IpsetError
+from hrneo import _core
+from hrneo.errors import IpsetError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CliConntrackFlusher", "CliIpsetBatch"]
+__all__ = ["CliConntrackFlusher", "CliIpsetBatch", "open_batch", "open_conntrack_flusher"]
 
-# Kernel codes, as the netlink path reports them (ip_set.h / ip_set_hash.h).
+# Kernel codes (ip_set.h / ip_set_hash.h) the program's messages map onto.
 IPSET_ERR_PROTOCOL = 4097
-IPSET_ERR_INVALID_FAMILY = 4106
 IPSET_ERR_TIMEOUT = 4107
 IPSET_ERR_HASH_FULL = 4352
-IPSET_ERR_HASH_RANGE_UNSUPPORTED = 4356
 
 _TIMEOUT_S = 60.0  # a process that takes longer than this is stuck
-_MAX_NAME = 31
+
+# socket() failing with one of these means "no netfilter netlink here";
+# anything else (ENOENT for a missing set...) is a real error, not a reason to fall back.
+_NO_NETLINK = frozenset({errno.EPROTONOSUPPORT, errno.EAFNOSUPPORT, errno.EACCES, errno.EPERM})
+_fallback_logged: set[str] = set()
+
+
+def _netlink_unavailable(exc: OSError) -> bool:
+    # IpsetError is an OSError too, but it means the kernel answered: netlink works.
+    return not isinstance(exc, IpsetError) and exc.errno in _NO_NETLINK
+
+
+def _log_fallback_once(what: str, exc: OSError) -> None:
+    if what not in _fallback_logged:
+        _fallback_logged.add(what)
+        log.warning("netlink unavailable for %s (%s): using the command-line fallback", what, exc)
+
+
+def open_batch(set_name: str, timeout: int | None = None) -> _core.IpsetBatch | CliIpsetBatch:
+    """An :class:`IpsetBatch` for `set_name`, or the CLI fallback if netlink cannot be opened."""
+    try:
+        return _core.IpsetBatch(set_name, timeout=timeout)
+    except OSError as exc:
+        if not _netlink_unavailable(exc):
+            raise
+        _log_fallback_once("ipset", exc)
+    return CliIpsetBatch(set_name, timeout=timeout)
+
+
+def open_conntrack_flusher(*, track: bool = False) -> _core.ConntrackFlusher | CliConntrackFlusher:
+    """A :class:`ConntrackFlusher`, or the ``conntrack`` program if netlink cannot be opened.
+
+    `track=True` asks for the event-fed index (see ``ConntrackFlusher``); the CLI
+    fallback ignores it.
+    """
+    try:
+        return _core.ConntrackFlusher(track=track)
+    except OSError as exc:
+        if not _netlink_unavailable(exc):
+            raise
+        _log_fallback_once("conntrack", exc)
+    return CliConntrackFlusher(track=track)
 
 
 def canonical(text: str) -> str:
@@ -45,19 +92,12 @@ def canonical(text: str) -> str:
 
     ValueError if `text` is not an IPv4/IPv6 address or network.
     """
-    try:
-        net = ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        raise ValueError(f"not an IP address or network: {text!r}") from None
-    if net.prefixlen == net.max_prefixlen:
-        return str(net.network_address)
-    return str(net)
+    return _core._ipset_canonical(text)
 
 
-def _ipset_error(set_name: str, code: int, reason: str) -> IpsetError:
-    exc = IpsetError(code, f"ipset '{set_name}': {reason}")
-    exc.set_name = set_name
-    return exc
+def _ipset_error(set_name: str, code: int, detail: str | None = None) -> IpsetError:
+    reason = detail or _core._ipset_reason(code)
+    return IpsetError(code, f"ipset '{set_name}': {reason}", set_name)
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,11 +113,11 @@ def _raise_for(set_name: str, proc: subprocess.CompletedProcess[str]) -> None:
     msg = proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}"
     low = msg.lower()
     if "does not exist" in low:
-        raise _ipset_error(set_name, errno.ENOENT, "no such set")
+        raise _ipset_error(set_name, errno.ENOENT)
     if "operation not permitted" in low or "permission denied" in low:
         raise PermissionError(errno.EPERM, f"ipset '{set_name}': {msg}")
     if "is full" in low:
-        raise _ipset_error(set_name, IPSET_ERR_HASH_FULL, "set is full (maxelem reached)")
+        raise _ipset_error(set_name, IPSET_ERR_HASH_FULL)
     raise _ipset_error(set_name, IPSET_ERR_PROTOCOL, msg)
 
 
@@ -86,8 +126,7 @@ class CliIpsetBatch:
 
     def __init__(self, set_name: str, *, timeout: int | None = None) -> None:
         """Queue for `set_name`; `timeout` (seconds) is given to every added entry."""
-        if not set_name or len(set_name.encode()) > _MAX_NAME or "\0" in set_name:
-            raise ValueError(f"invalid ipset name {set_name!r}: 1 to {_MAX_NAME} bytes, no NUL")
+        _core._ipset_check_name(set_name)
         self.set_name = set_name
         self.timeout = timeout
         self._queue: dict[str, None] = {}  # insertion-ordered set
@@ -140,7 +179,7 @@ class CliIpsetBatch:
         # reported; the others stay queued for the next commit.
         refused: dict[str, tuple[int, str]] = {}
         for text in self._queue:
-            why = _refusal(text, family, header.get("type", ""))
+            why = _core._ipset_refusal(text, family, header.get("type", ""))
             if why is not None:
                 refused[text] = why
         if refused:
@@ -157,7 +196,7 @@ class CliIpsetBatch:
         timeout = self.timeout
         if timeout is not None and "timeout" not in header:
             if timeout != 0:
-                raise _ipset_error(self.set_name, IPSET_ERR_TIMEOUT, "set has no timeout support")
+                raise _ipset_error(self.set_name, IPSET_ERR_TIMEOUT)
             timeout = None  # 0 = forever, which a set without timeouts is anyway
         suffix = f" timeout {timeout}" if timeout is not None else ""
         script = "".join(f"add {self.set_name} {t}{suffix}\n" for t in self._queue)
@@ -176,20 +215,6 @@ class CliIpsetBatch:
                 exc.new = [t for t in queue if t not in present and t in now]
                 raise
         return [t for t in queue if t not in present]
-
-
-def _refusal(text: str, family: str, settype: str) -> tuple[int, str] | None:
-    """Why a set of `family`/`settype` cannot take `text` (the kernel's code and words)."""
-    is_v6 = ":" in text
-    if is_v6 != (family == "inet6"):
-        kind = "IPv6" if is_v6 else "IPv4"
-        return IPSET_ERR_INVALID_FAMILY, f"set is {family}, address {text} is {kind}"
-    if "/" in text and not settype.startswith("hash:net"):
-        return (
-            IPSET_ERR_HASH_RANGE_UNSUPPORTED,
-            f"set is {settype}: the network {text} would be expanded; use a hash:net set",
-        )
-    return None
 
 
 _DELETED = re.compile(r"(\d+) flow entries have been deleted")

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 from typing import Callable, Union
 
 from hrneo.config import Config, FirewallConfig
+from hrneo.errors import FirewallError
 
 log = logging.getLogger(__name__)
 
 COMMENT_PREFIX = "hrneo:"
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
-
-
-class FirewallError(RuntimeError):
-    """A rule the daemon cannot work without could not be installed."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +194,7 @@ class Firewall:
         if isinstance(item, IptRule) and item.essential:
             raise FirewallError(msg)
         if isinstance(item, TableRoute):
-            # A VPN interface may come up after the daemon (peers #9): retry later.
+            # A VPN interface often comes up after the daemon: retry later.
             log.warning("%s; will retry every recheck", msg)
         else:
             log.error(msg)

@@ -7,6 +7,6 @@ pub mod parse;
 pub mod socket;
 pub mod write;
 
-pub use parse::{attrs, messages, Attr, NlMsg};
+pub use parse::{attrs, messages, Attr, AttrIter, NlMsg};
 pub use socket::NetfilterSocket;
 pub use write::{Datagram, MsgWriter, Nfgenmsg};

@@ -138,6 +138,7 @@ impl<'a> Attr<'a> {
     }
 }
 
+/// Iterate the attributes in `buf`; stops at the first malformed one.
 pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
     AttrIter { buf, pos: 0 }
 }

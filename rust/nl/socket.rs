@@ -147,22 +147,13 @@ impl NetfilterSocket {
         }
     }
 
-    /// Wait until the socket is readable. `None` waits forever.
+    /// Wait until the socket is readable. `None` waits forever; EINTR is retried.
     pub fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
-        let ms = match timeout {
-            None => -1,
-            Some(t) => i32::try_from(t.as_millis()).unwrap_or(i32::MAX),
-        };
-        let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLIN, revents: 0 };
         loop {
-            // SAFETY: one valid pollfd, count 1.
-            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-            if rc >= 0 {
-                return Ok(rc > 0);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match crate::sys::poll_readable(&[self.fd()], timeout) {
+                Ok(ready) => return Ok(ready != 0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
     }

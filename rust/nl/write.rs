@@ -68,14 +68,7 @@ impl Datagram {
         MsgWriter::begin(&mut self.buf, msg_type, flags | NLM_F_REQUEST, seq, nfgen)
     }
 
-    pub fn len(&self) -> usize {
-        self.buf.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
-
+    #[cfg(test)]
     pub fn message_count(&self) -> usize {
         self.messages
     }

@@ -1,36 +1,40 @@
-//! `crate::Error` → Python exceptions.
+//! `crate::Error` -> Python exceptions.
+//!
+//! errno-carrying errors become `OSError(errno, msg)`, so Python picks the
+//! subclass (`PermissionError`, `FileNotFoundError`, ...); ipset refusals
+//! become `hrneo.errors.IpsetError` (an `OSError` too) with `set_name` and
+//! `new`; bad arguments `ValueError`. The Python classes live in one Python
+//! module, so `except hrneo.errors.HrneoError` catches every hrneo error.
 
-use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyType;
 
 use crate::Error;
 
-create_exception!(
-    hrneo._core,
-    IpsetError,
-    PyOSError,
-    "The kernel refused an ipset request; `errno` holds the kernel's code, `set_name` the set."
-);
+static IPSET_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("IpsetError", m.py().get_type::<IpsetError>())?;
-    Ok(())
-}
-
-pub fn to_pyerr(err: Error) -> PyErr {
-    let msg = err.to_string();
-    match err {
-        Error::Io { source, .. } => match source.raw_os_error() {
-            // OSError(errno, msg) picks the subclass (PermissionError, FileNotFoundError...).
-            Some(errno) => PyOSError::new_err((errno, msg)),
-            None => PyOSError::new_err(msg),
-        },
-        Error::Ipset { set, code, .. } => Python::attach(|py| {
-            let e = IpsetError::new_err((code, msg.clone()));
-            let _ = e.value(py).setattr("set_name", set);
-            e
-        }),
-        Error::InvalidArgument(_) => PyValueError::new_err(msg),
+impl From<Error> for PyErr {
+    fn from(err: Error) -> PyErr {
+        let msg = err.to_string();
+        match err {
+            Error::Io { source, .. } => match source.raw_os_error() {
+                Some(errno) => PyOSError::new_err((errno, msg)),
+                None => PyOSError::new_err(msg),
+            },
+            Error::Ipset { set, code, new, .. } => Python::attach(|py| {
+                match IPSET_ERROR.import(py, "hrneo.errors", "IpsetError") {
+                    Ok(cls) => match cls.call1((code, msg.clone(), set, new)) {
+                        Ok(exc) => PyErr::from_value(exc),
+                        Err(e) => e,
+                    },
+                    // The package is always there beside its core; if it was not,
+                    // the error would still be an OSError with the kernel's code.
+                    Err(_) => PyOSError::new_err((code, msg)),
+                }
+            }),
+            Error::InvalidArgument(_) | Error::Closed(_) => PyValueError::new_err(msg),
+        }
     }
 }

@@ -1,27 +1,28 @@
-//! `IpsetBatch` and the `ipset_*` management functions of `hrneo._core`.
-//! Every kernel exchange runs with the GIL released, then checks signals.
+//! `IpsetBatch`, `IpsetSession` and `ipset_add_message` for Python. Every
+//! kernel exchange runs with the GIL released, then checks signals.
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
-use super::errors::to_pyerr;
-use crate::ipset::{self, CreateSpec, Entry, Ipset, NFPROTO_IPV4, NFPROTO_IPV6};
-use crate::Result;
+use super::guarded::Guarded;
+use crate::{add_datagram, CreateSpec, Entry, Family, IpsetBatch, IpsetSession, Result};
 
-/// Run `f` without the GIL, then let a pending Ctrl-C surface.
-fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T> + Send) -> PyResult<T> {
-    let out = py.detach(f).map_err(to_pyerr);
-    py.check_signals()?;
-    out
-}
-
-fn session<T: Send>(py: Python<'_>, f: impl FnOnce(&mut Ipset) -> Result<T> + Send) -> PyResult<T> {
-    detached(py, || f(&mut Ipset::open()?))
-}
-
-#[pyclass(module = "hrneo._core", name = "IpsetBatch")]
+/// Queue addresses for one set; commit() adds them and returns the NEW ones.
+#[pyclass(module = "hrneo._core", name = "IpsetBatch", frozen)]
 pub struct PyIpsetBatch {
-    inner: ipset::IpsetBatch,
+    inner: Guarded<IpsetBatch>,
+    set_name: String,
+    timeout: Option<u32>,
+}
+
+fn texts(ips: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    // A str is iterable too; its characters are never what the caller meant.
+    if ips.is_instance_of::<PyString>() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "expected an iterable of addresses, not a str",
+        ));
+    }
+    ips.try_iter()?.map(|item| item?.extract::<String>()).collect()
 }
 
 #[pymethods]
@@ -29,171 +30,245 @@ impl PyIpsetBatch {
     #[new]
     #[pyo3(signature = (set_name, *, timeout = None))]
     fn new(py: Python<'_>, set_name: &str, timeout: Option<u32>) -> PyResult<Self> {
-        let inner = detached(py, || ipset::IpsetBatch::new(set_name, timeout))?;
-        Ok(PyIpsetBatch { inner })
+        let inner = py.detach(|| IpsetBatch::new(set_name, timeout))?;
+        Ok(PyIpsetBatch {
+            inner: Guarded::new(inner, "IpsetBatch"),
+            set_name: set_name.to_string(),
+            timeout,
+        })
     }
 
     #[getter]
     fn set_name(&self) -> &str {
-        self.inner.set_name()
+        &self.set_name
     }
 
     #[getter]
     fn timeout(&self) -> Option<u32> {
-        self.inner.timeout()
+        self.timeout
     }
 
     /// Queue an IPv4/IPv6 address, or a network for hash:net sets. ValueError if unparsable.
-    fn add(&mut self, ip: &str) -> PyResult<()> {
-        self.inner.add(ip).map_err(to_pyerr)
+    fn add(&self, ip: &str) -> PyResult<()> {
+        let e = Entry::parse(ip)?;
+        self.inner.with(|b| {
+            b.push(e);
+            Ok(())
+        })
     }
 
-    fn extend(&mut self, ips: &Bound<'_, PyAny>) -> PyResult<()> {
-        for item in ips.try_iter()? {
-            let item = item?;
-            let text: String = item.extract()?;
-            self.inner.add(&text).map_err(to_pyerr)?;
-        }
-        Ok(())
+    /// Queue several; nothing is queued if one of them does not parse.
+    fn extend(&self, ips: &Bound<'_, PyAny>) -> PyResult<()> {
+        let entries = texts(ips)?.iter().map(|t| Entry::parse(t)).collect::<Result<Vec<_>>>()?;
+        self.inner.with(|b| {
+            entries.into_iter().for_each(|e| b.push(e));
+            Ok(())
+        })
     }
 
-    fn __len__(&self) -> usize {
-        self.inner.len()
+    fn __len__(&self) -> PyResult<usize> {
+        self.inner.with(|b| Ok(b.len()))
     }
 
-    fn clear(&mut self) {
-        self.inner.clear()
+    fn clear(&self) -> PyResult<()> {
+        self.inner.with(|b| {
+            b.clear();
+            Ok(())
+        })
     }
 
     /// Send the queue to the kernel; return the addresses that were not present
     /// (or had expired). Present entries of a timeout set get their timeout refreshed.
     /// On a kernel error for some entries (set full, ...), the exception's `new`
     /// attribute lists the entries that were new all the same.
-    fn commit(&mut self, py: Python<'_>) -> PyResult<Vec<String>> {
-        let inner = &mut self.inner;
-        match detached(py, || inner.commit()) {
-            Ok(new) => Ok(new),
-            Err(err) => {
-                err.value(py).setattr("new", self.inner.take_partial_new())?;
-                Err(err)
-            }
-        }
+    fn commit(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let new = self.inner.detached(py, |b| b.commit())?;
+        Ok(new.iter().map(Entry::to_string).collect())
+    }
+
+    fn close(&self, py: Python<'_>) {
+        self.inner.close(py);
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.close(py);
     }
 
     fn __repr__(&self) -> String {
-        format!("<IpsetBatch {:?} queued={}>", self.inner.set_name(), self.inner.len())
+        let queued = self.inner.with(|b| Ok(b.len())).unwrap_or(0);
+        format!("<IpsetBatch {:?} queued={queued}>", self.set_name)
     }
 }
 
-fn family_code(family: &str) -> PyResult<u8> {
-    match family {
-        "inet" | "ipv4" => Ok(NFPROTO_IPV4),
-        "inet6" | "ipv6" => Ok(NFPROTO_IPV6),
-        other => Err(pyo3::exceptions::PyValueError::new_err(format!(
-            "family must be 'inet' or 'inet6', not {other:?}"
-        ))),
+/// A netlink session for the kernel's ipset verbs (one socket, reused).
+#[pyclass(module = "hrneo._core", name = "IpsetSession", frozen)]
+pub struct PyIpsetSession {
+    inner: Guarded<IpsetSession>,
+}
+
+#[pymethods]
+impl PyIpsetSession {
+    #[new]
+    fn new(py: Python<'_>) -> PyResult<Self> {
+        let s = py.detach(IpsetSession::open)?;
+        Ok(PyIpsetSession { inner: Guarded::new(s, "IpsetSession") })
     }
-}
 
-#[pyfunction]
-#[pyo3(signature = (name, settype = "hash:net", family = "inet", *, timeout = None, maxelem = None, exist_ok = false))]
-fn ipset_create(
-    py: Python<'_>,
-    name: &str,
-    settype: &str,
-    family: &str,
-    timeout: Option<u32>,
-    maxelem: Option<u32>,
-    exist_ok: bool,
-) -> PyResult<()> {
-    let spec = CreateSpec { name, settype, family: family_code(family)?, timeout, maxelem };
-    session(py, |s| s.create(&spec, exist_ok))
-}
+    /// Create a hash:ip or hash:net set of family "inet" or "inet6".
+    #[pyo3(signature = (name, settype = "hash:net", family = "inet", *, timeout = None, maxelem = None, exist_ok = false))]
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        settype: &str,
+        family: &str,
+        timeout: Option<u32>,
+        maxelem: Option<u32>,
+        exist_ok: bool,
+    ) -> PyResult<()> {
+        let family = Family::parse(family)?.nfproto();
+        let spec = CreateSpec { name, settype, family, timeout, maxelem };
+        self.inner.detached(py, |s| s.create(&spec, exist_ok))
+    }
 
-#[pyfunction]
-fn ipset_exists(py: Python<'_>, name: &str) -> PyResult<bool> {
-    session(py, |s| s.exists(name))
-}
+    /// Whether a set called `name` exists.
+    fn exists(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        self.inner.detached(py, |s| s.exists(name))
+    }
 
-#[pyfunction]
-fn ipset_info<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
-    let (h, entries) = session(py, |s| {
-        let h = s.header(name)?;
-        // IPSET_ATTR_ELEMENTS is recent (4.14+): count the members on older kernels.
-        let entries = match h.elements {
-            Some(n) => n as usize,
-            None => s.list(name)?.1.len(),
-        };
-        Ok((h, entries))
-    })?;
-    let d = PyDict::new(py);
-    d.set_item("name", &h.name)?;
-    d.set_item("type", &h.typename)?;
-    d.set_item("revision", h.revision)?;
-    d.set_item("family", h.family_name())?;
-    d.set_item("timeout", h.timeout)?;
-    d.set_item("maxelem", h.maxelem)?;
-    d.set_item("hashsize", h.hashsize)?;
-    d.set_item("size", h.memsize)?;
-    d.set_item("references", h.references)?;
-    d.set_item("entries", entries)?;
-    Ok(d)
-}
+    /// The set's name, type, revision, family, timeout (None without timeout
+    /// support), maxelem, hashsize, size (bytes), references and entries.
+    fn info<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
+        let (h, entries) = self.inner.detached(py, |s| {
+            let h = s.header(name)?;
+            // IPSET_ATTR_ELEMENTS is recent (4.14+): count the members on older kernels.
+            let entries = match h.elements {
+                Some(n) => n as usize,
+                None => s.list(name)?.1.len(),
+            };
+            Ok((h, entries))
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("name", &h.name)?;
+        d.set_item("type", &h.typename)?;
+        d.set_item("revision", h.revision)?;
+        d.set_item("family", h.family_name())?;
+        d.set_item("timeout", h.timeout)?;
+        d.set_item("maxelem", h.maxelem)?;
+        d.set_item("hashsize", h.hashsize)?;
+        d.set_item("size", h.memsize)?;
+        d.set_item("references", h.references)?;
+        d.set_item("entries", entries)?;
+        Ok(d)
+    }
 
-#[pyfunction]
-fn ipset_test(py: Python<'_>, name: &str, ip: &str) -> PyResult<bool> {
-    let e = Entry::parse(ip).map_err(to_pyerr)?;
-    session(py, |s| s.test(name, &e))
-}
+    /// Whether `ip` (an address, or a network for hash:net) is in the set.
+    fn test(&self, py: Python<'_>, name: &str, ip: &str) -> PyResult<bool> {
+        let e = Entry::parse(ip)?;
+        self.inner.detached(py, |s| s.test(name, &e))
+    }
 
-#[pyfunction]
-fn ipset_list(py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
-    session(py, |s| Ok(s.list(name)?.1.iter().map(|e| e.to_string()).collect()))
-}
+    /// The members as text; networks as "a/len", single addresses without a prefix.
+    fn members(&self, py: Python<'_>, name: &str) -> PyResult<Vec<String>> {
+        self.inner.detached(py, |s| Ok(s.list(name)?.1.iter().map(Entry::to_string).collect()))
+    }
 
-#[pyfunction]
-fn ipset_flush(py: Python<'_>, name: &str) -> PyResult<()> {
-    session(py, |s| s.flush(name))
-}
+    /// Remove every member.
+    fn flush(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.inner.detached(py, |s| s.flush(name))
+    }
 
-#[pyfunction]
-fn ipset_destroy(py: Python<'_>, name: &str) -> PyResult<()> {
-    session(py, |s| s.destroy(name))
-}
+    /// Destroy the set (the kernel refuses while a rule references it).
+    fn destroy(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        self.inner.detached(py, |s| s.destroy(name))
+    }
 
-#[pyfunction]
-fn ipset_swap(py: Python<'_>, name_a: &str, name_b: &str) -> PyResult<()> {
-    session(py, |s| s.swap(name_a, name_b))
+    /// Exchange the contents (and names) of two sets of the same type.
+    fn swap(&self, py: Python<'_>, name_a: &str, name_b: &str) -> PyResult<()> {
+        self.inner.detached(py, |s| s.swap(name_a, name_b))
+    }
+
+    fn close(&self, py: Python<'_>) {
+        self.inner.close(py);
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.close(py);
+    }
 }
 
 /// The netlink datagram of ADD messages `IpsetBatch.commit()` would send first
 /// (no kernel involved): for tools, tests and checking byte order on a new platform.
 #[pyfunction]
 #[pyo3(signature = (set_name, ips, *, timeout = None, excl = true, seq = 1))]
-fn ipset_add_message(
-    py: Python<'_>,
+pub fn ipset_add_message<'py>(
+    py: Python<'py>,
     set_name: &str,
     ips: Vec<String>,
     timeout: Option<u32>,
     excl: bool,
     seq: u32,
-) -> PyResult<Py<pyo3::types::PyBytes>> {
-    let entries =
-        ips.iter().map(|t| Entry::parse(t)).collect::<Result<Vec<_>>>().map_err(to_pyerr)?;
-    let bytes = ipset::add_datagram(set_name, &entries, timeout, excl, seq).map_err(to_pyerr)?;
-    Ok(pyo3::types::PyBytes::new(py, &bytes).unbind())
+) -> PyResult<Bound<'py, PyBytes>> {
+    let entries = ips.iter().map(|t| Entry::parse(t)).collect::<Result<Vec<_>>>()?;
+    let bytes = add_datagram(set_name, &entries, timeout, excl, seq)?;
+    Ok(PyBytes::new(py, &bytes))
 }
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyIpsetBatch>()?;
-    m.add_function(wrap_pyfunction!(ipset_create, m)?)?;
-    m.add_function(wrap_pyfunction!(ipset_exists, m)?)?;
-    m.add_function(wrap_pyfunction!(ipset_info, m)?)?;
-    m.add_function(wrap_pyfunction!(ipset_test, m)?)?;
-    m.add_function(wrap_pyfunction!(ipset_list, m)?)?;
-    m.add_function(wrap_pyfunction!(ipset_flush, m)?)?;
-    m.add_function(wrap_pyfunction!(ipset_destroy, m)?)?;
-    m.add_function(wrap_pyfunction!(ipset_swap, m)?)?;
-    m.add_function(wrap_pyfunction!(ipset_add_message, m)?)?;
-    Ok(())
+/// The core's ipset rules for the `ipset`-program fallback, so both paths
+/// refuse the same entries with the same words.
+pub mod rules {
+    use pyo3::prelude::*;
+
+    use crate::ipset::consts::{check_name, reason, NFPROTO_IPV4, NFPROTO_IPV6};
+    use crate::{Entry, Family, SetHeader};
+
+    /// The canonical text of an address or network (host bits cleared);
+    /// ValueError if it is neither.
+    #[pyfunction]
+    #[pyo3(name = "_ipset_canonical")]
+    pub fn canonical(text: &str) -> PyResult<String> {
+        Ok(Entry::parse(text)?.to_string())
+    }
+
+    /// Why a set of `family` ("inet"/"inet6") and `settype` cannot take
+    /// `entry`: (kernel code, words), or None.
+    #[pyfunction]
+    #[pyo3(name = "_ipset_refusal")]
+    pub fn refusal(entry: &str, family: &str, settype: &str) -> PyResult<Option<(i32, String)>> {
+        let family = match Family::parse(family)? {
+            Family::Inet => NFPROTO_IPV4,
+            Family::Inet6 => NFPROTO_IPV6,
+        };
+        let header = SetHeader { typename: settype.to_string(), family, ..Default::default() };
+        match header.check_entry(&Entry::parse(entry)?) {
+            Ok(()) => Ok(None),
+            Err(crate::Error::Ipset { code, reason, .. }) => Ok(Some((code, reason))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The kernel's ipset (or errno) code in words.
+    #[pyfunction]
+    #[pyo3(name = "_ipset_reason")]
+    pub fn code_reason(code: i32) -> String {
+        reason(code)
+    }
+
+    /// ValueError unless `name` is a set name the kernel takes.
+    #[pyfunction]
+    #[pyo3(name = "_ipset_check_name")]
+    pub fn valid_name(name: &str) -> PyResult<()> {
+        Ok(check_name(name)?)
+    }
 }

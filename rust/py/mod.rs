@@ -1,19 +1,35 @@
 //! The PyO3 layer: thin wrappers that turn the core's types into the Python
-//! classes of `hrneo._core`. Blocking calls release the GIL (`py.detach`).
+//! classes of `hrneo._core`. Blocking calls release the GIL.
+
+mod conntrack;
+mod dns;
+mod errors;
+mod guarded;
+mod ipset;
+mod nflog;
+mod pipeline;
+mod watchlist;
 
 use pyo3::prelude::*;
 
-mod conntrack;
-mod errors;
-mod ipset;
-mod nflog;
-
 #[pymodule]
-fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    errors::register(m)?;
-    nflog::register(m)?;
-    ipset::register(m)?;
-    conntrack::register(m)?;
-    Ok(())
+mod _core {
+    #[pymodule_export]
+    use super::conntrack::PyConntrackFlusher;
+    #[pymodule_export]
+    use super::dns::{parse_packet, DnsAnswer, DnsEvent};
+    #[pymodule_export]
+    use super::ipset::rules::{canonical, code_reason, refusal, valid_name};
+    #[pymodule_export]
+    use super::ipset::{ipset_add_message, PyIpsetBatch, PyIpsetSession};
+    #[pymodule_export]
+    use super::nflog::PyNflogReader;
+    #[pymodule_export]
+    use super::pipeline::{PyPipeline, PyPlan};
+    #[pymodule_export]
+    use super::watchlist::{PyWatchlist, WatchMatch};
+
+    #[pymodule_export]
+    #[allow(non_upper_case_globals)]
+    const __version__: &str = env!("CARGO_PKG_VERSION");
 }

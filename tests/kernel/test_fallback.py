@@ -12,7 +12,8 @@ from typing import Callable, Union
 
 import pytest
 from conftest import require
-from hrneo import IpsetBatch, IpsetError
+from hrneo import IpsetBatch
+from hrneo.errors import IpsetError
 from hrneo.fallback import CliConntrackFlusher, CliIpsetBatch
 from netns import Netns
 

@@ -1,4 +1,4 @@
-"""IpsetBatch and the ipset helpers against the real kernel, in private namespaces.
+"""IpsetBatch and IpsetSession against the real kernel, in private namespaces.
 
 The CLI (`ipset list` run inside the namespace) is the independent witness of
 what the kernel holds.
@@ -19,8 +19,8 @@ from netns import Netns
 
 pytestmark = pytest.mark.kernel
 
-from hrneo import IpsetBatch, IpsetError
-from hrneo import ipset as helpers
+from hrneo import IpsetBatch, IpsetSession
+from hrneo.errors import IpsetError
 
 
 @pytest.fixture
@@ -29,6 +29,13 @@ def ns(netns: Netns) -> Iterator[Netns]:
     require(shutil.which("ipset") is not None, "needs the `ipset` program")
     with netns.enter():
         yield netns
+
+
+@pytest.fixture
+def helpers(ns: Netns) -> Iterator[IpsetSession]:
+    """A session opened inside the test's namespace."""
+    with IpsetSession() as session:
+        yield session
 
 
 def cli_members(ns: Netns, name: str) -> dict[str, int | None]:
@@ -134,7 +141,7 @@ def test_ipv6_into_inet6_set(ns: Netns) -> None:
     assert sorted(cli_members(ns, "s6")) == ["2001:db8::1", "2001:db8::2"]
 
 
-def test_hash_net_networks_and_hosts(ns: Netns) -> None:
+def test_hash_net_networks_and_hosts(ns: Netns, helpers: IpsetSession) -> None:
     ns.sh("ipset create sn hash:net")
     b = IpsetBatch("sn")
     b.extend(["203.0.113.0/24", "198.51.100.7", "192.0.2.77/25", "198.51.100.8/32"])
@@ -148,7 +155,7 @@ def test_hash_net_networks_and_hosts(ns: Netns) -> None:
     assert not helpers.test("sn", "198.51.100.9")
 
 
-def test_hash_net_ipv6_network(ns: Netns) -> None:
+def test_hash_net_ipv6_network(ns: Netns, helpers: IpsetSession) -> None:
     ns.sh("ipset create sn6 hash:net family inet6")
     b = IpsetBatch("sn6")
     b.extend(["2001:db8:1::/48", "2001:db8::5"])
@@ -156,7 +163,7 @@ def test_hash_net_ipv6_network(ns: Netns) -> None:
     assert sorted(helpers.members("sn6")) == ["2001:db8:1::/48", "2001:db8::5"]
 
 
-def test_ten_thousand_in_one_commit(ns: Netns) -> None:
+def test_ten_thousand_in_one_commit(ns: Netns, helpers: IpsetSession) -> None:
     ns.sh("ipset create big hash:ip maxelem 65536 timeout 600")
     addrs = [f"198.51.{i // 250}.{i % 250 + 1}" for i in range(10_000)]
     b = IpsetBatch("big", timeout=600)
@@ -229,7 +236,7 @@ def test_unparsable_address_is_valueerror_at_add(ns: Netns, bad: str) -> None:
     assert len(b) == 0
 
 
-def test_set_name_too_long(ns: Netns) -> None:
+def test_set_name_too_long(ns: Netns, helpers: IpsetSession) -> None:
     with pytest.raises(ValueError):
         IpsetBatch("x" * 32)
     with pytest.raises(ValueError):
@@ -305,7 +312,7 @@ def test_no_permission_is_permissionerror(ns: Netns) -> None:
 # ------------------------------------------------------------ management helpers
 
 
-def test_create_info_exists_destroy(ns: Netns) -> None:
+def test_create_info_exists_destroy(ns: Netns, helpers: IpsetSession) -> None:
     assert not helpers.exists("m1")
     helpers.create("m1", "hash:ip", "inet", timeout=300, maxelem=1000)
     assert helpers.exists("m1")
@@ -336,7 +343,7 @@ def test_create_info_exists_destroy(ns: Netns) -> None:
         helpers.create("m2", "hash:ip", "bridge")
 
 
-def test_members_test_flush(ns: Netns) -> None:
+def test_members_test_flush(ns: Netns, helpers: IpsetSession) -> None:
     helpers.create("m", "hash:net")
     ns.sh("ipset add m 192.0.2.1")
     ns.sh("ipset add m 203.0.113.0/24")
@@ -356,7 +363,7 @@ def test_members_test_flush(ns: Netns) -> None:
         assert ei.value.errno == errno.ENOENT
 
 
-def test_swap(ns: Netns) -> None:
+def test_swap(ns: Netns, helpers: IpsetSession) -> None:
     helpers.create("a", "hash:ip")
     helpers.create("b", "hash:ip")
     ns.sh("ipset add a 192.0.2.1")

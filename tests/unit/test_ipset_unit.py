@@ -1,13 +1,14 @@
-"""Backend choice and address handling of hrneo.ipset / hrneo.fallback (no root needed)."""
+"""Backend choice and address handling of hrneo.fallback (no root needed)."""
 
 from __future__ import annotations
 
 import errno
 import logging
 
-import hrneo.ipset as hip
+import hrneo.fallback as hip
 import pytest
-from hrneo import IpsetError, _core
+from hrneo import _core
+from hrneo.errors import IpsetError
 from hrneo.fallback import CliConntrackFlusher, CliIpsetBatch, canonical
 
 
@@ -59,7 +60,7 @@ def no_netlink(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_fallback_when_netlink_cannot_be_opened_is_logged_once(
     no_netlink: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="hrneo.ipset"):
+    with caplog.at_level(logging.WARNING, logger="hrneo.fallback"):
         b1 = hip.open_batch("s", timeout=60)
         b2 = hip.open_batch("t")
         f1 = hip.open_conntrack_flusher()

@@ -1,63 +1,62 @@
-//! nfnetlink_log: bind a group, receive the packets the NFLOG target copies,
-//! and turn the DNS ones into events.
+//! nfnetlink_log: bind a group and receive the packets the NFLOG target copies.
 //!
 //! The instance is configured with NFULNL_CFG_F_SEQ, so every packet carries
 //! its per-instance sequence number; a gap between two packets is exactly the
 //! number the kernel could not deliver (socket buffer full), which makes
 //! `dropped` precise instead of "at least one per ENOBUFS".
 
-use std::collections::VecDeque;
 use std::io;
+use std::os::unix::io::RawFd;
 use std::time::Duration;
 
-use crate::dns::{self, DnsEvent};
+use super::{CaptureStats, Captured, PacketSource};
 use crate::error::{Error, Result};
 use crate::nl::consts::{nfnl_msg_type, AF_INET, AF_INET6, AF_UNSPEC, NFNL_SUBSYS_ULOG};
 use crate::nl::consts::{NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_ACK};
 use crate::nl::{messages, Datagram, NetfilterSocket, Nfgenmsg};
-use crate::packet::Skip;
 
 // include/uapi/linux/netfilter/nfnetlink_log.h
-pub const NFULNL_MSG_PACKET: u8 = 0;
-pub const NFULNL_MSG_CONFIG: u8 = 1;
+const NFULNL_MSG_PACKET: u8 = 0;
+const NFULNL_MSG_CONFIG: u8 = 1;
 
-pub const NFULA_PAYLOAD: u16 = 9;
-pub const NFULA_SEQ: u16 = 12;
+const NFULA_PAYLOAD: u16 = 9;
+const NFULA_SEQ: u16 = 12;
 
-pub const NFULNL_CFG_CMD_BIND: u8 = 1;
-pub const NFULNL_CFG_CMD_UNBIND: u8 = 2;
-pub const NFULNL_CFG_CMD_PF_BIND: u8 = 3;
-pub const NFULNL_CFG_CMD_PF_UNBIND: u8 = 4;
+const NFULNL_CFG_CMD_BIND: u8 = 1;
+const NFULNL_CFG_CMD_UNBIND: u8 = 2;
+const NFULNL_CFG_CMD_PF_BIND: u8 = 3;
+const NFULNL_CFG_CMD_PF_UNBIND: u8 = 4;
 
-pub const NFULA_CFG_CMD: u16 = 1;
-pub const NFULA_CFG_MODE: u16 = 2;
-pub const NFULA_CFG_NLBUFSIZ: u16 = 3;
-pub const NFULA_CFG_TIMEOUT: u16 = 4;
-pub const NFULA_CFG_QTHRESH: u16 = 5;
-pub const NFULA_CFG_FLAGS: u16 = 6;
+const NFULA_CFG_CMD: u16 = 1;
+const NFULA_CFG_MODE: u16 = 2;
+const NFULA_CFG_TIMEOUT: u16 = 4;
+const NFULA_CFG_QTHRESH: u16 = 5;
+const NFULA_CFG_FLAGS: u16 = 6;
 
-pub const NFULNL_COPY_PACKET: u8 = 2;
-pub const NFULNL_CFG_F_SEQ: u16 = 0x0001;
+const NFULNL_COPY_PACKET: u8 = 2;
+const NFULNL_CFG_F_SEQ: u16 = 0x0001;
 
 /// Largest datagram the kernel builds for us: nlbufsiz is capped at 128 KiB,
 /// and a single packet of up to 64 KiB plus attributes always fits one skb.
 const RECV_BUF: usize = 256 * 1024;
 
-/// How many datagrams one `drain` reads at most, so a flood of non-DNS
-/// packets cannot keep the caller from getting back to its event loop.
-const MAX_DATAGRAMS_PER_DRAIN: usize = 1024;
-
+/// How an NFLOG group is bound and delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NflogConfig {
+    /// The NFLOG group (`--nflog-group`).
     pub group: u16,
+    /// Socket receive buffer asked for, in bytes.
     pub rcvbuf: usize,
+    /// Bytes of each packet copied.
     pub copy_range: u32,
+    /// Packets the kernel queues before sending a datagram.
     pub qthresh: u32,
-    /// 1/100 s.
+    /// Longest the kernel holds a partial datagram, in 1/100 s.
     pub flush_timeout: u32,
 }
 
 impl NflogConfig {
+    /// Defaults that deliver each packet at once.
     pub fn new(group: u16) -> Self {
         NflogConfig {
             group,
@@ -69,44 +68,13 @@ impl NflogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NflogStats {
-    /// NFULNL_MSG_PACKET messages received.
-    pub packets: u64,
-    /// DNS messages decoded (a TCP segment may carry several).
-    pub dns: u64,
-    pub responses: u64,
-    pub queries: u64,
-    pub malformed: u64,
-    pub incomplete: u64,
-    pub non_dns: u64,
-    /// Packets the kernel logged but could not deliver (sequence gaps).
-    pub dropped: u64,
-    /// recv() failures with ENOBUFS (socket buffer overruns).
-    pub enobufs: u64,
-    pub datagrams: u64,
-}
-
-impl NflogStats {
-    pub fn as_pairs(&self) -> [(&'static str, u64); 10] {
-        [
-            ("packets", self.packets),
-            ("dns", self.dns),
-            ("responses", self.responses),
-            ("queries", self.queries),
-            ("malformed", self.malformed),
-            ("incomplete", self.incomplete),
-            ("non_dns", self.non_dns),
-            ("dropped", self.dropped),
-            ("enobufs", self.enobufs),
-            ("datagrams", self.datagrams),
-        ]
-    }
+fn errno_err(context: String, code: i32) -> Error {
+    Error::io(context, io::Error::from_raw_os_error(code.saturating_abs()))
 }
 
 /// The config messages of a bind, in order, each with its own sequence number
 /// and NLM_F_ACK. Returned with the seqs so acks can be matched to steps.
-pub fn bind_messages(cfg: &NflogConfig, seqs: &[u32; 9]) -> Datagram {
+pub(crate) fn bind_messages(cfg: &NflogConfig, seqs: &[u32; 9]) -> Datagram {
     let ty = nfnl_msg_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG);
     let mut d = Datagram::with_capacity(512);
     let mut i = 0;
@@ -132,7 +100,7 @@ pub fn bind_messages(cfg: &NflogConfig, seqs: &[u32; 9]) -> Datagram {
 }
 
 /// UNBIND of the group, sent on close so the group is free at once.
-pub fn unbind_message(group: u16, seq: u32) -> Datagram {
+pub(crate) fn unbind_message(group: u16, seq: u32) -> Datagram {
     let ty = nfnl_msg_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_CONFIG);
     let mut d = Datagram::with_capacity(32);
     d.message(ty, 0, seq, Nfgenmsg::new(AF_UNSPEC, group))
@@ -140,21 +108,16 @@ pub fn unbind_message(group: u16, seq: u32) -> Datagram {
     d
 }
 
-fn errno_err(context: String, code: i32) -> Error {
-    Error::io(context, io::Error::from_raw_os_error(code.saturating_abs()))
-}
-
+/// A socket bound to one NFLOG group.
 pub struct NflogReader {
     sock: NetfilterSocket,
     cfg: NflogConfig,
     buf: Vec<u8>,
-    pending: VecDeque<DnsEvent>,
-    stats: NflogStats,
+    stats: CaptureStats,
     /// The sequence number the next packet should carry, once known.
     next_seq: Option<u32>,
-    /// Packets carry NFULA_SEQ (the FLAGS config was accepted and seen).
+    /// Packets carry NFULA_SEQ (the FLAGS config was accepted).
     seq_available: bool,
-    scratch: Vec<DnsEvent>,
 }
 
 impl NflogReader {
@@ -206,70 +169,50 @@ impl NflogReader {
             sock,
             cfg,
             buf: vec![0; RECV_BUF],
-            pending: VecDeque::new(),
-            stats: NflogStats::default(),
+            stats: CaptureStats::default(),
             // A fresh instance numbers its packets from 0.
             next_seq: seq_available.then_some(0),
             seq_available,
-            scratch: Vec::new(),
         })
     }
 
-    pub fn fd(&self) -> i32 {
-        self.sock.fd()
-    }
-
+    /// The group this reader is bound to.
     pub fn group(&self) -> u16 {
         self.cfg.group
     }
 
-    pub fn stats(&self) -> NflogStats {
-        self.stats
-    }
-
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Wait until a datagram is queued (or events are pending). `None` waits forever.
+    /// Wait until a datagram is queued. `None` waits forever.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        if self.has_pending() {
-            return Ok(true);
-        }
         self.sock
             .wait_readable(timeout)
             .map_err(|e| Error::io(format!("nflog group {}: poll", self.cfg.group), e))
     }
 
-    /// Return up to `max_events` events: first the pending ones, then from
-    /// datagrams read without blocking until none is left. Events beyond
-    /// `max_events` from the last datagram stay pending for the next call.
-    pub fn drain(&mut self, max_events: usize) -> Result<Vec<DnsEvent>> {
-        let max_events = max_events.max(1);
-        let mut out = Vec::with_capacity(self.pending.len().min(max_events));
-        while out.len() < max_events {
-            match self.pending.pop_front() {
-                Some(e) => out.push(e),
-                None => break,
-            }
-        }
+    /// Unbind the group (best effort) so another reader can bind it at once.
+    pub fn unbind(&mut self) {
+        let seq = self.sock.next_seq();
+        let _ = self.sock.send(unbind_message(self.cfg.group, seq).as_bytes());
+    }
+}
+
+impl PacketSource for NflogReader {
+    fn fd(&self) -> RawFd {
+        self.sock.fd()
+    }
+
+    fn drain(
+        &mut self,
+        max_datagrams: usize,
+        on_packet: &mut dyn FnMut(Captured<'_>),
+    ) -> Result<usize> {
         let mut datagrams = 0;
-        while out.len() < max_events && datagrams < MAX_DATAGRAMS_PER_DRAIN {
+        while datagrams < max_datagrams {
             match self.sock.recv_into(&mut self.buf) {
                 Ok(n) => {
                     datagrams += 1;
                     self.stats.datagrams += 1;
-                    let mut scratch = std::mem::take(&mut self.scratch);
                     let data = self.buf.get(..n).unwrap_or(&[]);
-                    handle_datagram(data, &mut self.stats, &mut self.next_seq, &mut scratch);
-                    for e in scratch.drain(..) {
-                        if out.len() < max_events {
-                            out.push(e);
-                        } else {
-                            self.pending.push_back(e);
-                        }
-                    }
-                    self.scratch = scratch;
+                    decode_datagram(data, &mut self.stats, &mut self.next_seq, on_packet);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
@@ -285,13 +228,11 @@ impl NflogReader {
                 }
             }
         }
-        Ok(out)
+        Ok(datagrams)
     }
 
-    /// Unbind the group (best effort) so another reader can bind it at once.
-    pub fn unbind(&mut self) {
-        let seq = self.sock.next_seq();
-        let _ = self.sock.send(unbind_message(self.cfg.group, seq).as_bytes());
+    fn stats(&self) -> CaptureStats {
+        self.stats
     }
 }
 
@@ -303,12 +244,13 @@ impl Drop for NflogReader {
     }
 }
 
-/// Process one received datagram: every NFULNL_MSG_PACKET message in it.
-pub fn handle_datagram(
+/// Decode one received datagram: hand the IP payload of every
+/// NFULNL_MSG_PACKET message to `on_packet`, counting packets and drops.
+pub fn decode_datagram(
     data: &[u8],
-    stats: &mut NflogStats,
+    stats: &mut CaptureStats,
     next_seq: &mut Option<u32>,
-    out: &mut Vec<DnsEvent>,
+    on_packet: &mut dyn FnMut(Captured<'_>),
 ) {
     let packet_type = nfnl_msg_type(NFNL_SUBSYS_ULOG, NFULNL_MSG_PACKET);
     let mut msgs = messages(data);
@@ -342,25 +284,9 @@ pub fn handle_datagram(
             }
             *next_seq = Some(s.wrapping_add(1));
         }
-        let Some(payload) = payload else {
-            stats.malformed += 1;
-            continue;
-        };
-        let before = out.len();
-        match dns::parse_packet_into(payload, out) {
-            Ok(n) => {
-                stats.dns += n as u64;
-                for e in &out[before..] {
-                    if e.msg.is_response {
-                        stats.responses += 1;
-                    } else {
-                        stats.queries += 1;
-                    }
-                }
-            }
-            Err(Skip::Malformed(_)) => stats.malformed += 1,
-            Err(Skip::Incomplete) => stats.incomplete += 1,
-            Err(Skip::NonDns) => stats.non_dns += 1,
+        match payload {
+            Some(p) => on_packet(Captured { payload: p, held: None }),
+            None => stats.malformed += 1,
         }
     }
     if msgs.truncated() {
@@ -372,6 +298,7 @@ pub fn handle_datagram(
 mod tests {
     use super::*;
     use crate::nl::consts::NLM_F_REQUEST;
+    use crate::testutil::{nla, nlmsg, udp4_answer, Msg};
 
     fn ne16(v: u16) -> [u8; 2] {
         v.to_ne_bytes()
@@ -450,67 +377,44 @@ mod tests {
     /// An NFULNL_MSG_PACKET message as the kernel sends it.
     fn packet_msg(seq: Option<u32>, payload: &[u8]) -> Vec<u8> {
         let mut body = vec![2, 0, 0, 100];
-        let mut attr = |ty: u16, data: &[u8]| {
-            body.extend_from_slice(&ne16((4 + data.len()) as u16));
-            body.extend_from_slice(&ne16(ty));
-            body.extend_from_slice(data);
-            while body.len() % 4 != 0 {
-                body.push(0);
-            }
-        };
-        attr(1, &[0x08, 0x00, 3, 0]); // NFULA_PACKET_HDR
+        body.extend(nla(1, &[0x08, 0x00, 3, 0])); // NFULA_PACKET_HDR
         if let Some(s) = seq {
-            attr(NFULA_SEQ, &s.to_be_bytes());
+            body.extend(nla(NFULA_SEQ, &s.to_be_bytes()));
         }
-        attr(NFULA_PAYLOAD, payload);
-        let mut m = Vec::new();
-        m.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-        m.extend_from_slice(&ne16(0x0400));
-        m.extend_from_slice(&ne16(0));
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(&body);
-        m
-    }
-
-    fn udp_dns(msg: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2];
-        let total = (28 + msg.len()) as u16;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p.extend_from_slice(&53u16.to_be_bytes());
-        p.extend_from_slice(&40000u16.to_be_bytes());
-        p.extend_from_slice(&((8 + msg.len()) as u16).to_be_bytes());
-        p.extend_from_slice(&[0, 0]);
-        p.extend_from_slice(msg);
-        p
+        body.extend(nla(NFULA_PAYLOAD, payload));
+        nlmsg(0x0400, 0, 0, &body)
     }
 
     #[test]
     fn datagram_with_several_packets_and_seq_gaps() {
-        let dns = crate::dns::tests::Msg::new(9, true, "a.example", 1, 1)
-            .a("a.example", 60, [192, 0, 2, 7])
-            .buf;
+        let dns = Msg::new(9, true, "a.example", 1, 1).a("a.example", 60, [192, 0, 2, 7]).buf;
         let mut dgram = Vec::new();
-        dgram.extend(packet_msg(Some(0), &udp_dns(&dns)));
+        dgram.extend(packet_msg(Some(0), &udp4_answer(&dns)));
         dgram.extend(packet_msg(Some(1), &[0x45, 0, 0]));
-        dgram.extend(packet_msg(Some(5), &udp_dns(&dns))); // 2, 3, 4 lost
-        dgram.extend(packet_msg(Some(6), &udp_dns(&dns[..20])));
-        let mut stats = NflogStats::default();
+        dgram.extend(packet_msg(Some(5), &udp4_answer(&dns))); // 2, 3, 4 lost
+        dgram.extend(packet_msg(Some(6), &udp4_answer(&dns[..20])));
+        let mut no_payload = nlmsg(0x0400, 0, 0, &[2, 0, 0, 100]);
+        dgram.append(&mut no_payload);
+        let mut stats = CaptureStats::default();
         let mut next = Some(0);
-        let mut out = Vec::new();
-        handle_datagram(&dgram, &mut stats, &mut next, &mut out);
-        assert_eq!(out.len(), 2);
-        assert_eq!(stats.packets, 4);
-        assert_eq!(stats.dns, 2);
-        assert_eq!(stats.responses, 2);
-        assert_eq!(stats.malformed, 2);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        decode_datagram(&dgram, &mut stats, &mut next, &mut |c| got.push(c.payload.to_vec()));
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], udp4_answer(&dns));
+        assert_eq!(got[1], [0x45, 0, 0]);
+        assert_eq!(stats.packets, 5);
+        assert_eq!(stats.malformed, 1, "the message without a payload");
         assert_eq!(stats.dropped, 3);
         assert_eq!(next, Some(7));
-        assert_eq!(out[0].msg.addresses[0].to_string(), "192.0.2.7");
         // A truncated trailing message is counted, not a panic.
-        let mut stats = NflogStats::default();
-        handle_datagram(&dgram[..dgram.len() - 3], &mut stats, &mut next, &mut out);
+        let mut stats = CaptureStats::default();
+        let end = dgram.len() - no_payload_len() - 3;
+        decode_datagram(&dgram[..end], &mut stats, &mut next, &mut |_| {});
         assert_eq!(stats.packets, 3);
-        assert_eq!(stats.malformed, 2);
+        assert_eq!(stats.malformed, 1);
+    }
+
+    fn no_payload_len() -> usize {
+        nlmsg(0x0400, 0, 0, &[2, 0, 0, 100]).len()
     }
 }

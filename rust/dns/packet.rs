@@ -1,30 +1,35 @@
-//! IP/UDP/TCP decoding down to the DNS message, for packets copied by NFLOG.
+//! IP/UDP/TCP decoding down to the DNS message, for packets the kernel hands us.
 //!
 //! Everything is bounds-checked and allocation-free: the result borrows the
 //! input. Anything that is not whole DNS on port 53 is classified, never guessed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub const IPPROTO_HOPOPTS: u8 = 0;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ROUTING: u8 = 43;
-pub const IPPROTO_FRAGMENT: u8 = 44;
-pub const IPPROTO_AH: u8 = 51;
-pub const IPPROTO_NONE: u8 = 59;
-pub const IPPROTO_DSTOPTS: u8 = 60;
+// include/uapi/linux/in.h, in6.h
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_NONE: u8 = 59;
+const IPPROTO_DSTOPTS: u8 = 60;
 
-pub const DNS_PORT: u16 = 53;
+const DNS_PORT: u16 = 53;
 /// More IPv6 extension headers than this is hostile, not real traffic.
 const MAX_EXT_HEADERS: usize = 8;
 
+/// The transport a DNS message came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// UDP: one message per datagram.
     Udp,
+    /// TCP: messages behind a 2-byte length prefix.
     Tcp,
 }
 
 impl Transport {
+    /// "udp" or "tcp".
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
@@ -49,10 +54,15 @@ pub enum Skip {
 /// The transport payload of a port-53 packet, with its addressing.
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'a> {
+    /// Source address.
     pub src: IpAddr,
+    /// Destination address.
     pub dst: IpAddr,
+    /// Source port.
     pub sport: u16,
+    /// Destination port.
     pub dport: u16,
+    /// UDP or TCP.
     pub transport: Transport,
     /// UDP: the datagram payload. TCP: the segment payload (length-prefixed messages).
     pub payload: &'a [u8],
@@ -272,34 +282,7 @@ fn transport(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ipv4(proto: u8, body: &[u8]) -> Vec<u8> {
-        let total = (20 + body.len()) as u16;
-        let mut p = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0, 192, 0, 2, 1, 192, 0, 2, 2];
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p.extend_from_slice(body);
-        p
-    }
-
-    fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut u = Vec::new();
-        u.extend_from_slice(&sport.to_be_bytes());
-        u.extend_from_slice(&dport.to_be_bytes());
-        u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        u.extend_from_slice(&[0, 0]);
-        u.extend_from_slice(payload);
-        u
-    }
-
-    fn tcp(sport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut t = Vec::new();
-        t.extend_from_slice(&sport.to_be_bytes());
-        t.extend_from_slice(&40000u16.to_be_bytes());
-        t.extend_from_slice(&[0; 8]);
-        t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
-        t.extend_from_slice(payload);
-        t
-    }
+    use crate::testutil::{ipv4, ipv6, tcp, udp};
 
     #[test]
     fn udp_v4() {
@@ -372,16 +355,6 @@ mod tests {
         // TCP header shorter than 20 bytes.
         let p = ipv4(IPPROTO_TCP, &[0, 53, 1, 1, 0, 0]);
         assert!(matches!(parse_ip(&p), Err(Skip::Malformed(_))));
-    }
-
-    fn ipv6(next: u8, body: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x60, 0, 0, 0];
-        p.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        p.extend_from_slice(&[next, 64]);
-        p.extend_from_slice(&"2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
-        p.extend_from_slice(&"2001:db8::2".parse::<Ipv6Addr>().unwrap().octets());
-        p.extend_from_slice(body);
-        p
     }
 
     #[test]

@@ -3,7 +3,8 @@
 The YAML is composed into a node tree (``yaml.compose``) rather than loaded, so
 every key and list item keeps its line number for messages. All errors of a file
 are collected and raised together as one :class:`ConfigError`; warnings are
-returned with the config (this module prints nothing).
+returned with the config (this module prints nothing). Domains go straight into
+the config's compiled :class:`~hrneo._core.Watchlist`.
 """
 
 from __future__ import annotations
@@ -12,163 +13,27 @@ import difflib
 import ipaddress
 import os
 import re
-from array import array
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import yaml
 
-DEFAULT_CONFIG_PATH = "/opt/etc/hrneo/hrneo.yaml"
-DEFAULT_SOCKET_PATH = "/run/hrneo.sock"
-DEFAULT_NFLOG_GROUP = 100
-# Answers from the router's own resolver to LAN clients leave through OUTPUT;
-# answers from an upstream resolver to clients (no local resolver) cross FORWARD.
-DEFAULT_DNS_CHAINS = ("OUTPUT", "FORWARD")
-DEFAULT_TIMEOUT = 3600
-DEFAULT_RECHECK_INTERVAL = 30.0
-# hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
-# recognise (and delete) the ones it left behind.
-DEFAULT_RULE_PRIORITY = 9000
+from hrneo._core import Watchlist
+from hrneo.config import values as v
+from hrneo.config.model import (
+    DEFAULT_DNS_CHAINS,
+    DEFAULT_NFLOG_GROUP,
+    DEFAULT_RECHECK_INTERVAL,
+    DEFAULT_RULE_PRIORITY,
+    DEFAULT_SOCKET_PATH,
+    DEFAULT_TIMEOUT,
+    Config,
+    FirewallConfig,
+    Policy,
+    Route,
+)
+from hrneo.errors import ConfigError
 
-_SETNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
-_DOMAIN_RE = re.compile(r"^[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*$")
-_RESERVED_TABLES = (253, 254, 255)  # default, main, local
-
-
-class ConfigError(Exception):
-    """The config (or a list file) is invalid; `errors` are `file:line: message` lines."""
-
-    def __init__(self, errors: list[str], warnings: list[str] | None = None) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
-        self.warnings = warnings or []
-
-
-@dataclass(frozen=True)
-class Route:
-    """Policy routing for one policy's sets: mark -> ip rule -> table -> default route."""
-
-    interface: str
-    table: int
-    mark: int
-    gateway: str | None = None
-    gateway6: str | None = None
-    priority: int = DEFAULT_RULE_PRIORITY
-    # Bits of the packet mark hrneo owns: the rest stay as the firmware set them
-    # (Keenetic and OpenWrt use marks of their own).
-    mask: int = 0xFFFFFFFF
-
-
-@dataclass(frozen=True)
-class Policy:
-    """One watchlist and the sets its answers' addresses go to.
-
-    `domains` is deduplicated within the policy; `domain_origins[i]` packs where
-    `domains[i]` was written (index into `sources` << 32 | line), compact enough for
-    100k-domain lists; use :meth:`origin`.
-    """
-
-    name: str
-    ipset: str
-    ipset6: str | None = None
-    timeout: int = DEFAULT_TIMEOUT
-    reconnect: bool = True
-    maxelem: int | None = None
-    domains: tuple[str, ...] = ()
-    domain_origins: array[int] = field(default_factory=lambda: array("Q"), compare=False)
-    sources: tuple[str, ...] = ()
-    domain_files: tuple[str, ...] = ()
-    static: tuple[str, ...] = ()
-    route: Route | None = None
-    line: int = 0
-
-    def origin(self, i: int) -> str:
-        """`file:line` where domains[i] was written."""
-        packed = self.domain_origins[i]
-        return f"{self.sources[packed >> 32]}:{packed & 0xFFFFFFFF}"
-
-
-@dataclass(frozen=True)
-class FirewallConfig:
-    """How the daemon manages netfilter rules and routes."""
-
-    manage_rules: bool = True
-    dns_chains: tuple[str, ...] = DEFAULT_DNS_CHAINS
-    ipv6: bool = True
-    recheck_interval: float = DEFAULT_RECHECK_INTERVAL
-    rule_priority: int = DEFAULT_RULE_PRIORITY
-    iptables: str = "iptables"
-    ip6tables: str = "ip6tables"
-    ip: str = "ip"
-
-
-@dataclass(frozen=True)
-class Config:
-    """A validated hrneo config."""
-
-    path: str
-    nflog_group: int = DEFAULT_NFLOG_GROUP
-    firewall: FirewallConfig = field(default_factory=FirewallConfig)
-    policies: tuple[Policy, ...] = ()
-    control_socket: str = DEFAULT_SOCKET_PATH
-    # Keep a conntrack index from kernel events, so a flush needs no table dump.
-    conntrack_events: bool = True
-
-
-# ------------------------------------------------------------------ value checks
-
-
-def normalize_domain(raw: str) -> tuple[str, str | None]:
-    """Lower-case, punycode and check one domain; return (domain, warning or None).
-
-    Raises ValueError with the reason if the domain is unusable.
-    """
-    name = raw.strip().lower()
-    warning = None
-    if name.startswith("*."):
-        name = name[2:]
-        warning = f"leading '*.' stripped from {raw!r}: a domain always matches its subdomains"
-    elif name.startswith("."):
-        name = name.lstrip(".")
-        warning = f"leading '.' stripped from {raw!r}: a domain always matches its subdomains"
-    name = name.removesuffix(".")  # absolute form "example.com." means the same
-    if not name.isascii():
-        try:
-            # IDNA 2003 (stdlib); the wire carries the punycode form.
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError as e:
-            raise ValueError(f"invalid international domain {raw!r}: {e}") from None
-    if len(name) > 253:
-        raise ValueError(f"domain {raw!r} is longer than 253 characters")
-    if not _DOMAIN_RE.match(name):
-        raise ValueError(f"invalid domain {raw!r}: labels must be 1..63 characters of a-z 0-9 - _")
-    return name, warning
-
-
-def parse_mark(value: object) -> int:
-    """A fwmark from an int or a string like "0x1001" (1..0xFFFFFFFF).
-
-    Raises ValueError (out of range, unparsable) or TypeError (not a number).
-    """
-    if isinstance(value, bool):
-        raise TypeError(f"mark must be a number, not {value!r}")
-    if isinstance(value, str):
-        try:
-            mark = int(value.strip(), 0)
-        except ValueError:
-            raise ValueError(f'mark {value!r} is not a number (use 4097 or "0x1001")') from None
-    elif isinstance(value, int):
-        mark = value
-    else:
-        raise TypeError(f"mark must be a number, not {value!r}")
-    if not 1 <= mark <= 0xFFFFFFFF:
-        raise ValueError(f"mark {value!r} is out of range 1..0xFFFFFFFF")
-    return mark
-
-
-# ------------------------------------------------------------------ the loader
 
 
 class _Loader:
@@ -180,6 +45,11 @@ class _Loader:
         self.errors: list[str] = []
         self.warnings: list[str] = []
         self._constructor = yaml.constructor.SafeConstructor()
+        # Every policy's domains go straight into the compiled matcher: no
+        # Python string per domain is kept (100,000 domains would cost ~20 MB).
+        self.watchlist = Watchlist()
+        self.watchlist.add_source(path)
+        self.policy_names: dict[int, str] = {}
 
     # -- helpers ---------------------------------------------------------------
     def where(self, node: yaml.Node) -> str:
@@ -273,21 +143,22 @@ class _Loader:
             "config",
             ("nflog_group", "firewall", "policies", "control_socket", "conntrack_events"),
         )
-        group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, _int_range("", 0, 65535))
-        sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, _path)
-        ct_events = self.get(top, "conntrack_events", True, _bool)
+        group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, v.int_range(0, 65535))
+        sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
+        ct_events = self.get(top, "conntrack_events", True, v.boolean)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
         policies: list[Policy] = []
         if "policies" not in top:
             self.error(root, "no `policies:` list: nothing to do")
         else:
-            for pnode in self.sequence(top["policies"][1], "policies"):
-                pol = self.policy(pnode, fw)
+            for pi, pnode in enumerate(self.sequence(top["policies"][1], "policies")):
+                pol = self.policy(pnode, fw, pi)
                 if pol is not None:
                     policies.append(pol)
             self.cross_check(policies)
         if self.errors:
             raise ConfigError(self.errors, self.warnings)
+        self.watchlist.shrink_to_fit()
         return Config(
             path=self.path,
             nflog_group=group,
@@ -295,6 +166,7 @@ class _Loader:
             policies=tuple(policies),
             control_socket=sock,
             conntrack_events=ct_events,
+            watchlist=self.watchlist,
         )
 
     def firewall(self, node: yaml.Node) -> FirewallConfig:
@@ -325,21 +197,21 @@ class _Loader:
         else:
             chains = list(DEFAULT_DNS_CHAINS)
         return FirewallConfig(
-            manage_rules=self.get(m, "manage_rules", True, _bool),
+            manage_rules=self.get(m, "manage_rules", True, v.boolean),
             dns_chains=tuple(chains),
-            ipv6=self.get(m, "ipv6", True, _bool),
+            ipv6=self.get(m, "ipv6", True, v.boolean),
             recheck_interval=self.get(
-                m, "recheck_interval", DEFAULT_RECHECK_INTERVAL, _nonneg_float
+                m, "recheck_interval", DEFAULT_RECHECK_INTERVAL, v.nonneg_float
             ),
             rule_priority=self.get(
-                m, "rule_priority", DEFAULT_RULE_PRIORITY, _int_range("", 1, 32765)
+                m, "rule_priority", DEFAULT_RULE_PRIORITY, v.int_range(1, 32765)
             ),
-            iptables=self.get(m, "iptables", "iptables", _path),
-            ip6tables=self.get(m, "ip6tables", "ip6tables", _path),
-            ip=self.get(m, "ip", "ip", _path),
+            iptables=self.get(m, "iptables", "iptables", v.path),
+            ip6tables=self.get(m, "ip6tables", "ip6tables", v.path),
+            ip=self.get(m, "ip", "ip", v.path),
         )
 
-    def policy(self, node: yaml.Node, fw: FirewallConfig) -> Policy | None:
+    def policy(self, node: yaml.Node, fw: FirewallConfig, index: int) -> Policy | None:
         keys = (
             "name",
             "ipset",
@@ -355,20 +227,17 @@ class _Loader:
         m = self.mapping(node, "policy", keys)
         if not m and not isinstance(node, yaml.MappingNode):
             return None
-        name = self.get(m, "name", None, _policy_name)
+        name = self.get(m, "name", None, v.policy_name)
         if "name" not in m:
             self.error(node, "policy has no `name`")
-        ipset = self.get(m, "ipset", None, _setname)
+        ipset = self.get(m, "ipset", None, v.set_name)
         if "ipset" not in m:
             self.error(node, f"policy {name!r} has no `ipset`")
-        ipset6 = self.get(m, "ipset6", None, _setname)
-        sources = [self.path]
-        # domain -> packed origin; a dict keeps order and drops repeats inside
-        # one policy (they change nothing) without a second set of the names.
-        found: dict[str, int] = {}
+        ipset6 = self.get(m, "ipset6", None, v.set_name)
+        self.policy_names[index] = name if isinstance(name, str) else f"#{index + 1}"
 
         def add(domain: str, src: int, line: int) -> None:
-            found.setdefault(domain, src << 32 | line)
+            self.add_domain(domain, index, src, line)
 
         if "domains" in m:
             for dnode in self.sequence(m["domains"][1], "domains"):
@@ -377,7 +246,7 @@ class _Loader:
                     self.error(dnode, f"domains: {raw!r} is not a domain name")
                     continue
                 try:
-                    dom, warning = normalize_domain(raw)
+                    dom, warning = v.normalize_domain(raw)
                 except ValueError as e:
                     self.error(dnode, str(e))
                     continue
@@ -393,8 +262,7 @@ class _Loader:
                     continue
                 path = raw if os.path.isabs(raw) else os.path.join(self.base, raw)
                 files.append(path)
-                sources.append(path)
-                self.domain_file(fnode, path, len(sources) - 1, add)
+                self.domain_file(fnode, path, self.watchlist.add_source(path), add)
         static: list[str] = []
         if "static" in m:
             for snode in self.sequence(m["static"][1], "static"):
@@ -412,14 +280,12 @@ class _Loader:
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
-        domains = tuple(found)
-        origins = array("Q", found.values())
-        if not domains and not static:
+        if self.watchlist.count(index) == 0 and not static:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
-        timeout = self.get(m, "timeout", DEFAULT_TIMEOUT, _int_range("", 0, 2147483))
-        reconnect = self.get(m, "reconnect", True, _bool)
-        maxelem = self.get(m, "maxelem", None, _int_range("", 1, 2**31 - 1))
+        timeout = self.get(m, "timeout", DEFAULT_TIMEOUT, v.int_range(0, 2147483))
+        reconnect = self.get(m, "reconnect", True, v.boolean)
+        maxelem = self.get(m, "maxelem", None, v.int_range(1, 2**31 - 1))
         if name is None or ipset is None:
             return None
         return Policy(
@@ -429,13 +295,25 @@ class _Loader:
             timeout=timeout,
             reconnect=reconnect,
             maxelem=maxelem,
-            domains=domains,
-            domain_origins=origins,
-            sources=tuple(sources),
             domain_files=tuple(files),
             static=tuple(static),
             route=route,
             line=node.start_mark.line + 1,
+            index=index,
+            watchlist=self.watchlist,
+        )
+
+    def add_domain(self, domain: str, policy: int, source: int, line: int) -> None:
+        """Into the watchlist; a domain another policy has already stays with it."""
+        first = self.watchlist.add(domain, policy, source, line)
+        if first is None or first[0] == policy:
+            return  # new, or a repeat inside the policy (it changes nothing)
+        other, src, at = first
+        sources = self.watchlist.sources
+        this, that = (self.policy_names.get(i, f"#{i + 1}") for i in (policy, other))
+        self.warnings.append(
+            f"{sources[source]}:{line}: domain {domain!r} of policy {this!r} is already in "
+            f"policy {that!r} ({sources[src]}:{at}); {that!r} keeps it"
         )
 
     def domain_file(
@@ -458,7 +336,7 @@ class _Loader:
         if not raw:
             return
         try:
-            dom, warning = normalize_domain(raw)
+            dom, warning = v.normalize_domain(raw)
         except ValueError as e:
             self.errors.append(f"{path}:{lineno}: {e}")
             return
@@ -477,19 +355,19 @@ class _Loader:
         for key in ("interface", "table", "mark"):
             if key not in m and isinstance(node, yaml.MappingNode):
                 self.error(node, f"route of policy {name!r} needs `{key}`")
-        iface = self.get(m, "interface", None, _ifname)
-        gw = self.get(m, "gateway", None, _ip_of(4))
-        gw6 = self.get(m, "gateway6", None, _ip_of(6))
-        table = self.get(m, "table", None, _table)
-        mark = self.get(m, "mark", None, parse_mark)
-        mask = self.get(m, "mask", 0xFFFFFFFF, parse_mark)
+        iface = self.get(m, "interface", None, v.interface_name)
+        gw = self.get(m, "gateway", None, v.ip_of(4))
+        gw6 = self.get(m, "gateway6", None, v.ip_of(6))
+        table = self.get(m, "table", None, v.route_table)
+        mark = self.get(m, "mark", None, v.parse_mark)
+        mask = self.get(m, "mask", 0xFFFFFFFF, v.parse_mark)
         if mark is not None and mark & ~mask:
             self.error(
                 m["mask"][1] if "mask" in m else node,
                 f"mark {mark:#x} has bits outside mask {mask:#x}",
             )
             mark = None
-        prio = self.get(m, "priority", fw.rule_priority, _int_range("", 1, 32765))
+        prio = self.get(m, "priority", fw.rule_priority, v.int_range(1, 32765))
         if fw.ipv6 and ipset6 and gw and not gw6:
             self.warn(
                 node,
@@ -550,82 +428,6 @@ class _NotScalarType:
 _NotScalar = _NotScalarType()
 
 
-def _bool(v: object) -> bool:
-    if not isinstance(v, bool):
-        raise TypeError(f"expected true or false, not {v!r}")
-    return v
-
-
-def _int_range(what: str, lo: int, hi: int) -> Callable[[object], int]:
-    def conv(v: object) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"expected a whole number, not {v!r}")
-        if not lo <= v <= hi:
-            raise ValueError(f"{v} is out of range {lo}..{hi}")
-        return v
-
-    return conv
-
-
-def _nonneg_float(v: object) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise ValueError(f"expected a number of seconds >= 0, not {v!r}")
-    return float(v)
-
-
-def _path(v: object) -> str:
-    if not isinstance(v, str) or not v or "\0" in v:
-        raise ValueError(f"expected a path, not {v!r}")
-    return v
-
-
-def _policy_name(v: object) -> str:
-    if not isinstance(v, str) or not re.match(r"^[A-Za-z0-9_.-]{1,64}$", v):
-        raise ValueError(f"invalid policy name {v!r} (use A-Z a-z 0-9 _ . -)")
-    return v
-
-
-def _setname(v: object) -> str:
-    if not isinstance(v, str) or not _SETNAME_RE.match(v):
-        raise ValueError(
-            f"invalid set name {v!r}: 1..31 characters of A-Z a-z 0-9 _ . - (kernel limit)"
-        )
-    return v
-
-
-def _ifname(v: object) -> str:
-    if (
-        not isinstance(v, str)
-        or not 1 <= len(v) <= 15
-        or "/" in v
-        or any(c.isspace() for c in v)
-        or v in (".", "..")
-    ):
-        raise ValueError(f"invalid interface name {v!r} (1..15 characters, no '/' or spaces)")
-    return v
-
-
-def _table(v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**31:
-        raise ValueError(f"table must be a number 1..2147483648, not {v!r}")
-    if v in _RESERVED_TABLES:
-        raise ValueError(f"table {v} is reserved (253 default, 254 main, 255 local)")
-    return v
-
-
-def _ip_of(version: int) -> Callable[[object], str]:
-    def conv(v: object) -> str:
-        try:
-            addr = ipaddress.ip_address(str(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address") from None
-        if addr.version != version:
-            raise ValueError(f"{v!r} is not an IPv{version} address")
-        return str(addr)
-
-    return conv
-
-
 def load_config(path: str) -> tuple[Config, list[str]]:
     """Load and validate `path` and its list files; return (config, warnings).
 
@@ -634,10 +436,3 @@ def load_config(path: str) -> tuple[Config, list[str]]:
     loader = _Loader(path)
     cfg = loader.load()
     return cfg, loader.warnings
-
-
-def iter_domains(cfg: Config) -> Iterator[tuple[int, int, str]]:
-    """(policy index, domain index, domain) for every domain of every policy."""
-    for pi, p in enumerate(cfg.policies):
-        for di, d in enumerate(p.domains):
-            yield pi, di, d

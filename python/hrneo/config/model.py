@@ -1,0 +1,102 @@
+"""The validated config as frozen dataclasses, and its defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hrneo._core import Watchlist
+
+DEFAULT_CONFIG_PATH = "/opt/etc/hrneo/hrneo.yaml"
+DEFAULT_SOCKET_PATH = "/run/hrneo.sock"
+DEFAULT_NFLOG_GROUP = 100
+# Answers from the router's own resolver to LAN clients leave through OUTPUT;
+# answers from an upstream resolver to clients (no local resolver) cross FORWARD.
+DEFAULT_DNS_CHAINS = ("OUTPUT", "FORWARD")
+DEFAULT_TIMEOUT = 3600
+DEFAULT_RECHECK_INTERVAL = 30.0
+# hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
+# recognise (and delete) the ones it left behind.
+DEFAULT_RULE_PRIORITY = 9000
+
+
+@dataclass(frozen=True)
+class Route:
+    """Policy routing for one policy's sets: mark -> ip rule -> table -> default route."""
+
+    interface: str
+    table: int
+    mark: int
+    gateway: str | None = None
+    gateway6: str | None = None
+    priority: int = DEFAULT_RULE_PRIORITY
+    # Bits of the packet mark hrneo owns: the rest stay as the firmware set them
+    # (Keenetic and OpenWrt use marks of their own).
+    mask: int = 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One watchlist and the sets its answers' addresses go to.
+
+    The domains themselves live in the config's compiled :class:`Watchlist`
+    (about 40 bytes each, not a Python string each); `index` is this policy's
+    number there. A domain listed by two policies stays with the first.
+    """
+
+    name: str
+    ipset: str
+    ipset6: str | None = None
+    timeout: int = DEFAULT_TIMEOUT
+    reconnect: bool = True
+    maxelem: int | None = None
+    domain_files: tuple[str, ...] = ()
+    static: tuple[str, ...] = ()
+    route: Route | None = None
+    line: int = 0
+    index: int = 0
+    watchlist: Watchlist | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The policy's domains, in the order they were written."""
+        return () if self.watchlist is None else tuple(self.watchlist.domains(self.index))
+
+    @property
+    def domain_count(self) -> int:
+        """How many domains the policy has."""
+        return 0 if self.watchlist is None else self.watchlist.count(self.index)
+
+    def origin(self, i: int) -> str:
+        """`file:line` where domains[i] was written."""
+        assert self.watchlist is not None
+        m = self.watchlist.match(self.domains[i])
+        assert m is not None
+        return f"{m.source}:{m.line}"
+
+
+@dataclass(frozen=True)
+class FirewallConfig:
+    """How the daemon manages netfilter rules and routes."""
+
+    manage_rules: bool = True
+    dns_chains: tuple[str, ...] = DEFAULT_DNS_CHAINS
+    ipv6: bool = True
+    recheck_interval: float = DEFAULT_RECHECK_INTERVAL
+    rule_priority: int = DEFAULT_RULE_PRIORITY
+    iptables: str = "iptables"
+    ip6tables: str = "ip6tables"
+    ip: str = "ip"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated hrneo config."""
+
+    path: str
+    nflog_group: int = DEFAULT_NFLOG_GROUP
+    firewall: FirewallConfig = field(default_factory=FirewallConfig)
+    policies: tuple[Policy, ...] = ()
+    control_socket: str = DEFAULT_SOCKET_PATH
+    # Keep a conntrack index from kernel events, so a flush needs no table dump.
+    conntrack_events: bool = True
+    watchlist: Watchlist = field(default_factory=Watchlist, repr=False, compare=False)

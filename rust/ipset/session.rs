@@ -1,0 +1,217 @@
+//! A netlink session for ipset requests: create, list, test, flush, destroy,
+//! swap, and the batched ADD rounds `IpsetBatch` is built on.
+
+use std::io;
+
+use super::consts::*;
+use super::entry::{Entry, SetHeader};
+use super::message::*;
+use crate::error::{Error, Result};
+use crate::nl::{Datagram, NetfilterSocket};
+
+/// Acks per datagram at most. Each ack is its own skb (~1 KiB of receive
+/// buffer); the kernel drops acks silently once the buffer is full, so a
+/// datagram never asks for more acks than the buffer can hold (see `chunk`).
+const MAX_CHUNK: usize = 1024;
+/// Receive-buffer bytes budgeted per ack.
+const ACK_BUDGET: usize = 2048;
+const WANT_RCVBUF: usize = 4 << 20;
+const WANT_SNDBUF: usize = 1 << 20;
+
+/// A netlink socket for ipset requests: the kernel's verbs on sets.
+pub struct IpsetSession {
+    sock: NetfilterSocket,
+    /// Acks the receive buffer can hold; datagrams are cut to this many messages.
+    chunk: usize,
+    /// Reused for every request, so a commit allocates no message buffer.
+    scratch: Datagram,
+}
+
+impl IpsetSession {
+    /// Open the socket. Fails (EPROTONOSUPPORT, EACCES...) when netlink is unavailable.
+    pub fn open() -> Result<IpsetSession> {
+        let sock = NetfilterSocket::open().map_err(|e| Error::io("ipset: netlink socket", e))?;
+        sock.cap_acks();
+        let _ = sock.set_sndbuf(WANT_SNDBUF);
+        let rcv = sock.set_rcvbuf(WANT_RCVBUF).unwrap_or(200 * 1024);
+        let chunk = (rcv / ACK_BUDGET).clamp(16, MAX_CHUNK);
+        Ok(IpsetSession { sock, chunk, scratch: Datagram::new() })
+    }
+
+    /// Most ADD messages sent in one datagram.
+    pub fn chunk(&self) -> usize {
+        self.chunk
+    }
+
+    /// One acked request; Ok(0) or the (negative) kernel code.
+    fn ack(&mut self, build: impl FnOnce(&mut Datagram, u32), set: &str) -> Result<i32> {
+        let seq = self.sock.next_seq();
+        let mut d = std::mem::take(&mut self.scratch);
+        d.clear();
+        build(&mut d, seq);
+        let acks = self.sock.request_acks(d.as_bytes(), &[seq]);
+        self.scratch = d;
+        let acks = acks.map_err(|e| io_error(set, e))?;
+        Ok(acks.get(&seq).copied().unwrap_or(-libc::ETIMEDOUT))
+    }
+
+    fn ack_ok(&mut self, build: impl FnOnce(&mut Datagram, u32), set: &str) -> Result<()> {
+        match self.ack(build, set)? {
+            0 => Ok(()),
+            c => Err(kernel_error(set, -c)),
+        }
+    }
+
+    fn list_raw(&mut self, set: &str, header_only: bool) -> Result<(SetHeader, Vec<Entry>)> {
+        check_name(set)?;
+        let seq = self.sock.next_seq();
+        let mut d = Datagram::new();
+        msg_list(&mut d, seq, set, header_only);
+        let mut h = SetHeader::default();
+        let mut members = Vec::new();
+        self.sock
+            .dump(d.as_bytes(), seq, &mut |m| parse_list_msg(m, &mut h, &mut members))
+            .map_err(|e| io_error(set, e))?;
+        if h.name.is_empty() {
+            // A header-only dump that produced nothing: the set vanished in between.
+            return Err(kernel_error(set, libc::ENOENT));
+        }
+        Ok((h, members))
+    }
+
+    /// The set's type, family, timeout... (one LIST of the header only).
+    pub fn header(&mut self, set: &str) -> Result<SetHeader> {
+        self.list_raw(set, true).map(|(h, _)| h)
+    }
+
+    /// Header and members.
+    pub fn list(&mut self, set: &str) -> Result<(SetHeader, Vec<Entry>)> {
+        self.list_raw(set, false)
+    }
+
+    /// Whether a set called `set` exists.
+    pub fn exists(&mut self, set: &str) -> Result<bool> {
+        check_name(set)?;
+        match self.ack(|d, seq| msg_named(d, IPSET_CMD_HEADER, seq, set), set)? {
+            0 => Ok(true),
+            c if c == -libc::ENOENT => Ok(false),
+            c => Err(kernel_error(set, -c)),
+        }
+    }
+
+    /// Create a hash:ip or hash:net set; with `exist_ok` a set of that name is kept as it is.
+    pub fn create(&mut self, spec: &CreateSpec<'_>, exist_ok: bool) -> Result<()> {
+        check_name(spec.name)?;
+        if !matches!(spec.settype, "hash:ip" | "hash:net") {
+            return Err(Error::InvalidArgument(format!(
+                "set type {:?} not supported: hash:ip or hash:net",
+                spec.settype
+            )));
+        }
+        match self.ack(|d, seq| msg_create(d, seq, spec), spec.name)? {
+            0 => Ok(()),
+            // EEXIST (what the kernel says here) or IPSET_ERR_EXIST: a set of that
+            // name exists, whatever its type; exist_ok takes it as it is.
+            c if (c == -libc::EEXIST || c == -IPSET_ERR_EXIST) && exist_ok => Ok(()),
+            c if c == -libc::EEXIST || c == -IPSET_ERR_EXIST => Err(Error::io(
+                format!("ipset '{}': a set of this name already exists", spec.name),
+                io::Error::from_raw_os_error(libc::EEXIST),
+            )),
+            c => Err(kernel_error(spec.name, -c)),
+        }
+    }
+
+    /// Destroy the set (the kernel refuses while a rule references it).
+    pub fn destroy(&mut self, set: &str) -> Result<()> {
+        check_name(set)?;
+        self.ack_ok(|d, seq| msg_named(d, IPSET_CMD_DESTROY, seq, set), set)
+    }
+
+    /// Remove every element.
+    pub fn flush(&mut self, set: &str) -> Result<()> {
+        check_name(set)?;
+        self.ack_ok(|d, seq| msg_named(d, IPSET_CMD_FLUSH, seq, set), set)
+    }
+
+    /// Exchange the contents (and names) of two sets of the same type.
+    pub fn swap(&mut self, a: &str, b: &str) -> Result<()> {
+        check_name(a)?;
+        check_name(b)?;
+        match self.ack(|d, seq| msg_swap(d, seq, a, b), a)? {
+            0 => Ok(()),
+            c if c == -IPSET_ERR_EXIST_SETNAME2 => Err(kernel_error(b, libc::ENOENT)),
+            c => Err(kernel_error(a, -c)),
+        }
+    }
+
+    /// Whether `e` is in the set.
+    pub fn test(&mut self, set: &str, e: &Entry) -> Result<bool> {
+        check_name(set)?;
+        // Family first: the kernel would only say "protocol error".
+        self.header(set)?.check_entry(&Entry { prefix: None, ..*e })?;
+        match self.ack(|d, seq| msg_test(d, seq, set, e), set)? {
+            0 => Ok(true),
+            c if c == -IPSET_ERR_EXIST => Ok(false),
+            c => Err(kernel_error(set, -c)),
+        }
+    }
+
+    /// Send ADDs of `entries` (indices into `all`), chunked; return seq -> ack.
+    /// Send ADDs of `idx` (indices into `all`), chunked; returns the indices
+    /// that were new, those that were present, and the first other error code.
+    pub(crate) fn add_round(
+        &mut self,
+        set: &str,
+        all: &[Entry],
+        idx: &[usize],
+        timeout: Option<u32>,
+        excl: bool,
+    ) -> Result<(Vec<usize>, Vec<usize>, Option<i32>)> {
+        let (mut new, mut present, mut err) = (Vec::new(), Vec::new(), None);
+        let mut d = std::mem::take(&mut self.scratch);
+        let res = self.add_chunks(
+            &mut d,
+            set,
+            all,
+            idx,
+            timeout,
+            excl,
+            (&mut new, &mut present, &mut err),
+        );
+        self.scratch = d;
+        res?;
+        Ok((new, present, err))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn add_chunks(
+        &mut self,
+        d: &mut Datagram,
+        set: &str,
+        all: &[Entry],
+        idx: &[usize],
+        timeout: Option<u32>,
+        excl: bool,
+        (new, present, err): (&mut Vec<usize>, &mut Vec<usize>, &mut Option<i32>),
+    ) -> Result<()> {
+        for part in idx.chunks(self.chunk) {
+            d.clear();
+            let mut sent = Vec::with_capacity(part.len());
+            let mut seqs = Vec::with_capacity(part.len());
+            for &i in part {
+                let seq = self.sock.next_seq();
+                msg_add(d, seq, set, &all[i], timeout, excl);
+                sent.push((seq, i));
+                seqs.push(seq);
+            }
+            let acks = self.sock.request_acks(d.as_bytes(), &seqs).map_err(|e| io_error(set, e))?;
+            let (n, p, e) = classify_acks(&sent, &acks);
+            new.extend(n);
+            present.extend(p);
+            if err.is_none() {
+                *err = e;
+            }
+        }
+        Ok(())
+    }
+}

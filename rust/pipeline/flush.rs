@@ -1,0 +1,269 @@
+//! The conntrack thread: deletes the entries of new addresses off the hot path.
+//!
+//! A flush costs a table dump when the event index is not valid (~10 ms even
+//! for an empty table: the kernel walks a hash shared by every namespace), far
+//! too slow for the hot path. The pipeline `submit`s new addresses AFTER their
+//! set commit, so an address's entries are only ever deleted once it is in its
+//! set. Everything submitted while a flush runs is coalesced into the next
+//! single call: at most one flush in flight and one pending, whatever the load.
+//! Between flushes the thread keeps the flusher's event index current, so the
+//! event socket never overflows.
+
+use std::collections::HashMap;
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::notes::{Level, Notes};
+use crate::conntrack::{ConntrackFlusher, Flushed, FlusherStats};
+use crate::error::Result;
+use crate::sys::poll_readable;
+
+/// After a flush the thread rests this many times as long as it took (at most
+/// `REST_MAX`) before the next: under load the dumps (pure kernel CPU) then use
+/// at most a third of a core, and more addresses share each. When idle the
+/// first flush starts at once.
+const REST_RATIO: u32 = 2;
+const REST_MAX: Duration = Duration::from_millis(50);
+
+/// What the conntrack thread needs of a flusher (the real one, or a fake in tests).
+pub trait Flusher: Send {
+    /// The event socket to wait on, when the flusher keeps an index.
+    fn event_fd(&self) -> Option<RawFd>;
+    /// Read queued events into the index.
+    fn poll_events(&mut self) -> Result<u64>;
+    /// Delete the entries of `addrs`.
+    fn flush_counted(&mut self, addrs: &HashSet<IpAddr>) -> Result<Flushed>;
+    /// Counters.
+    fn stats(&self) -> FlusherStats;
+}
+
+impl Flusher for ConntrackFlusher {
+    fn event_fd(&self) -> Option<RawFd> {
+        ConntrackFlusher::event_fd(self)
+    }
+    fn poll_events(&mut self) -> Result<u64> {
+        ConntrackFlusher::poll_events(self)
+    }
+    fn flush_counted(&mut self, addrs: &HashSet<IpAddr>) -> Result<Flushed> {
+        ConntrackFlusher::flush_counted(self, addrs)
+    }
+    fn stats(&self) -> FlusherStats {
+        ConntrackFlusher::stats(self)
+    }
+}
+
+/// Totals of the conntrack thread.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlushTotals {
+    /// Flush calls made.
+    pub calls: u64,
+    /// Entries deleted.
+    pub flushed: u64,
+    /// Flushes that failed.
+    pub errors: u64,
+    /// New addresses that had entries to delete: connections that started
+    /// before the set knew the address.
+    pub race_misses: u64,
+    /// Entries deleted per policy slot (see `Pipeline`).
+    pub flushed_by_slot: Vec<u64>,
+    /// The flusher's own counters, after its last call.
+    pub flusher: FlusherStats,
+}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<(IpAddr, usize)>,
+    busy: bool,
+    closing: bool,
+    totals: FlushTotals,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    idle: Condvar,
+}
+
+/// The thread and the way to hand it work.
+pub struct FlushWorker {
+    shared: Arc<Shared>,
+    wake: UnixStream,
+    thread: Option<JoinHandle<()>>,
+    tracking: bool,
+}
+
+impl FlushWorker {
+    /// Start the thread; it owns `flusher` from now on.
+    pub fn start(flusher: Box<dyn Flusher>, notes: Notes) -> io::Result<FlushWorker> {
+        let (wake, wake_rx) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let shared = Arc::new(Shared { state: Mutex::new(State::default()), idle: Condvar::new() });
+        let tracking = flusher.event_fd().is_some();
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("hrneo-conntrack".to_string())
+            .spawn(move || run(flusher, s, wake_rx, notes))?;
+        Ok(FlushWorker { shared, wake, thread: Some(thread), tracking })
+    }
+
+    /// Whether the flusher keeps an index from conntrack events.
+    pub fn tracking(&self) -> bool {
+        self.tracking
+    }
+
+    /// Queue addresses (already in their sets) for the next flush; `slot` is
+    /// the policy counter each is credited to. Never blocks long.
+    pub fn submit(&self, addrs: impl IntoIterator<Item = (IpAddr, usize)>) {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.queue.extend(addrs);
+        }
+        // A full socket buffer means a wake-up is already pending.
+        let _ = (&self.wake).write(&[1]);
+    }
+
+    /// Addresses waiting, plus one while a flush runs (0: every submitted flush is done).
+    pub fn outstanding(&self) -> usize {
+        self.shared.state.lock().map(|s| s.queue.len() + usize::from(s.busy)).unwrap_or(0)
+    }
+
+    /// The thread's totals so far.
+    pub fn totals(&self) -> FlushTotals {
+        self.shared.state.lock().map(|s| s.totals.clone()).unwrap_or_default()
+    }
+
+    /// Wait until nothing is pending or running; false on timeout.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let Ok(guard) = self.shared.state.lock() else { return false };
+        self.shared
+            .idle
+            .wait_timeout_while(guard, timeout, |s| !s.queue.is_empty() || s.busy)
+            .map(|(_, t)| !t.timed_out())
+            .unwrap_or(false)
+    }
+
+    /// Flush what is pending, then stop the thread; false if it did not end in `timeout`.
+    pub fn close(&mut self, timeout: Duration) -> bool {
+        if let Ok(mut st) = self.shared.state.lock() {
+            st.closing = true;
+        }
+        let _ = (&self.wake).write(&[1]);
+        let deadline = Instant::now() + timeout;
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        true
+    }
+}
+
+impl Drop for FlushWorker {
+    fn drop(&mut self) {
+        self.close(Duration::from_secs(5));
+    }
+}
+
+fn run(mut flusher: Box<dyn Flusher>, shared: Arc<Shared>, mut wake: UnixStream, notes: Notes) {
+    let event_fd = flusher.event_fd();
+    let mut fds = vec![wake.as_raw_fd()];
+    fds.extend(event_fd);
+    let mut rest_until = Instant::now();
+    let mut drain = [0u8; 256];
+    loop {
+        let (pending, closing) = match shared.state.lock() {
+            Ok(s) => (!s.queue.is_empty(), s.closing),
+            Err(_) => return,
+        };
+        if closing && !pending {
+            return;
+        }
+        let now = Instant::now();
+        let wait = if pending && !closing {
+            Some(rest_until.saturating_duration_since(now))
+        } else if pending {
+            Some(Duration::ZERO)
+        } else {
+            None
+        };
+        let ready = match poll_readable(&fds, wait) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                notes.push(Level::Error, format!("conntrack thread: poll: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                0
+            }
+        };
+        if ready & 1 != 0 {
+            while matches!(wake.read(&mut drain), Ok(n) if n > 0) {}
+        }
+        if ready & 2 != 0 {
+            if let Err(e) = flusher.poll_events() {
+                notes.push(Level::Warning, format!("conntrack events: {e}"));
+            }
+        }
+        let batch = match shared.state.lock() {
+            Ok(mut s) if !s.queue.is_empty() && (s.closing || Instant::now() >= rest_until) => {
+                s.busy = true;
+                std::mem::take(&mut s.queue)
+            }
+            Ok(_) => continue,
+            Err(_) => return,
+        };
+        let t0 = Instant::now();
+        // An address submitted twice before a flush is flushed (and credited) once.
+        let slots: HashMap<IpAddr, usize> = batch.iter().rev().copied().collect();
+        let addrs: HashSet<IpAddr> = slots.keys().copied().collect();
+        let result = flusher.flush_counted(&addrs);
+        let took = t0.elapsed();
+        rest_until = t0 + took + (took * REST_RATIO).min(REST_MAX);
+        let stats = flusher.stats();
+        let Ok(mut s) = shared.state.lock() else { return };
+        let t = &mut s.totals;
+        t.calls += 1;
+        t.flusher = stats;
+        match result {
+            Ok(f) => {
+                t.flushed += f.deleted;
+                t.race_misses += f.per_address.len() as u64;
+                for (addr, slot) in &slots {
+                    if let Some(n) = f.per_address.get(addr) {
+                        if t.flushed_by_slot.len() <= *slot {
+                            t.flushed_by_slot.resize(slot + 1, 0);
+                        }
+                        t.flushed_by_slot[*slot] += u64::from(*n);
+                    }
+                }
+                if f.deleted > 0 {
+                    notes.push(
+                        Level::Debug,
+                        format!(
+                            "conntrack: {} entries deleted for {} new address(es)",
+                            f.deleted,
+                            addrs.len()
+                        ),
+                    );
+                }
+            }
+            Err(e) => {
+                t.errors += 1;
+                notes.push(
+                    Level::Error,
+                    format!("conntrack flush of {} address(es) failed: {e}", addrs.len()),
+                );
+            }
+        }
+        s.busy = false;
+        shared.idle.notify_all();
+    }
+}

@@ -1,0 +1,237 @@
+//! What a config compiles to for the pipeline: the watchlist, each policy's
+//! sets, and a writer per set. A reload builds a new `Plan` and swaps it in.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::ipset::{Committed, CreateSpec, Entry, Family, IpsetBatch};
+use crate::watchlist::Watchlist;
+
+/// One policy as the config gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySpec {
+    /// The policy's name (stats are kept by name across reloads).
+    pub name: String,
+    /// IPv4 set.
+    pub set4: Option<String>,
+    /// IPv6 set.
+    pub set6: Option<String>,
+    /// Seconds an address stays after its last answer; 0 = forever.
+    pub timeout: u32,
+    /// Most elements of the sets hrneo creates (None: the kernel's default).
+    pub maxelem: Option<u32>,
+    /// Delete conntrack entries of addresses new to the sets.
+    pub reconnect: bool,
+    /// Addresses and networks always in the sets.
+    pub statics: Vec<Entry>,
+}
+
+/// What preparing a set decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The timeout sent with learned entries (None: the set has no timeouts).
+    pub learned_timeout: Option<u32>,
+    /// Lines for the log, in order (what was created, what differs from the config).
+    pub notes: Vec<String>,
+}
+
+/// A kernel set the pipeline writes to (an ipset now; an nftables set can be another).
+pub trait SetWriter: Send {
+    /// Make the set what `spec` wants: create it if missing, check its family,
+    /// decide the timeouts, (re)add the static entries.
+    fn prepare(&mut self, family: Family, spec: &PolicySpec) -> Result<Prepared>;
+
+    /// Add `entries` (their family matches the set); refresh the present ones.
+    fn commit(&mut self, entries: &[Entry]) -> Result<Committed>;
+}
+
+/// One set of a plan.
+pub struct SetTarget {
+    /// The set's name.
+    pub name: String,
+    /// Its family.
+    pub family: Family,
+    /// Index of its policy in `Plan::policies`.
+    pub policy: usize,
+    /// Writes to the kernel.
+    pub writer: Box<dyn SetWriter>,
+}
+
+/// The compiled config: watchlist, policies and their sets.
+pub struct Plan {
+    pub(crate) watchlist: Arc<Watchlist>,
+    pub(crate) policies: Vec<PolicySpec>,
+    pub(crate) sets: Vec<SetTarget>,
+    /// For each policy: its (IPv4, IPv6) set indices into `sets`.
+    pub(crate) routes: Vec<(Option<usize>, Option<usize>)>,
+}
+
+impl Plan {
+    /// A plan whose sets are written by `open_writer(set name)`.
+    pub fn new(
+        watchlist: Arc<Watchlist>,
+        policies: Vec<PolicySpec>,
+        mut open_writer: impl FnMut(&str) -> Result<Box<dyn SetWriter>>,
+    ) -> Result<Plan> {
+        if policies.len() > usize::from(u16::MAX) {
+            return Err(Error::InvalidArgument("too many policies".to_string()));
+        }
+        if watchlist.policy_span() > policies.len() {
+            return Err(Error::InvalidArgument(format!(
+                "the watchlist has domains of policy {} but the plan has {} policies",
+                watchlist.policy_span() - 1,
+                policies.len()
+            )));
+        }
+        let mut sets = Vec::new();
+        let mut routes = Vec::with_capacity(policies.len());
+        for (pi, p) in policies.iter().enumerate() {
+            let mut route = (None, None);
+            for (name, family) in [(&p.set4, Family::Inet), (&p.set6, Family::Inet6)] {
+                let Some(name) = name else { continue };
+                let writer = open_writer(name)?;
+                let slot = if family == Family::Inet { &mut route.0 } else { &mut route.1 };
+                *slot = Some(sets.len());
+                sets.push(SetTarget { name: name.clone(), family, policy: pi, writer });
+            }
+            routes.push(route);
+        }
+        Ok(Plan { watchlist, policies, sets, routes })
+    }
+
+    /// A plan that writes ipsets over netlink.
+    pub fn with_ipsets(watchlist: Arc<Watchlist>, policies: Vec<PolicySpec>) -> Result<Plan> {
+        Plan::new(watchlist, policies, |name| Ok(Box::new(IpsetWriter::open(name)?)))
+    }
+
+    /// Prepare every set (see `SetWriter::prepare`); returns the log lines.
+    pub fn prepare(&mut self) -> Result<Vec<String>> {
+        let mut notes = Vec::new();
+        for s in &mut self.sets {
+            notes.extend(s.writer.prepare(s.family, &self.policies[s.policy])?.notes);
+        }
+        Ok(notes)
+    }
+
+    /// Prepare one set again (after the kernel said it is gone).
+    pub(crate) fn prepare_set(&mut self, set: usize) -> Result<Prepared> {
+        let s = &mut self.sets[set];
+        s.writer.prepare(s.family, &self.policies[s.policy])
+    }
+
+    /// The watchlist.
+    pub fn watchlist(&self) -> &Arc<Watchlist> {
+        &self.watchlist
+    }
+
+    /// The policies, in config order.
+    pub fn policies(&self) -> &[PolicySpec] {
+        &self.policies
+    }
+
+    /// The set an address of policy `policy` goes to, if the policy has one of its family.
+    pub(crate) fn set_for(&self, policy: usize, addr: &IpAddr) -> Option<usize> {
+        let (v4, v6) = self.routes.get(policy).copied()?;
+        if addr.is_ipv6() {
+            v6
+        } else {
+            v4
+        }
+    }
+}
+
+/// An ipset written over netlink: one batch (and socket) per set.
+pub struct IpsetWriter {
+    batch: IpsetBatch,
+}
+
+impl IpsetWriter {
+    /// Open the socket for `set`; nothing is asked of the kernel yet.
+    pub fn open(set: &str) -> Result<IpsetWriter> {
+        Ok(IpsetWriter { batch: IpsetBatch::new(set, None)? })
+    }
+}
+
+impl SetWriter for IpsetWriter {
+    fn prepare(&mut self, family: Family, spec: &PolicySpec) -> Result<Prepared> {
+        let name = self.batch.set_name().to_string();
+        let mut notes = Vec::new();
+        self.batch.forget_header();
+        let session = self.batch.session();
+        if !session.exists(&name)? {
+            let create = CreateSpec {
+                name: &name,
+                settype: "hash:net",
+                family: family.nfproto(),
+                timeout: (spec.timeout > 0).then_some(spec.timeout),
+                maxelem: spec.maxelem,
+            };
+            session.create(&create, true)?;
+            notes.push(format!(
+                "created set {name} (hash:net {} timeout {})",
+                family.name(),
+                spec.timeout
+            ));
+        }
+        let header = session.header(&name)?;
+        if header.family != family.nfproto() {
+            return Err(Error::InvalidArgument(format!(
+                "set {name} of policy {} is {}, expected {}",
+                spec.name,
+                header.family_name(),
+                family.name()
+            )));
+        }
+        // In a timeout set, timeout 0 means permanent (static entries, timeout: 0).
+        let (learned, statics_timeout) = match header.timeout {
+            None => {
+                if spec.timeout > 0 {
+                    notes.push(format!(
+                        "set {name} has no timeout support: entries of {} stay until removed",
+                        spec.name
+                    ));
+                }
+                (None, None)
+            }
+            Some(t) => {
+                if t != spec.timeout {
+                    notes.push(format!(
+                        "set {name} has default timeout {t}, policy {} says {}: using the policy's",
+                        spec.name, spec.timeout
+                    ));
+                }
+                (Some(spec.timeout), Some(0))
+            }
+        };
+        let want6 = family == Family::Inet6;
+        let statics: Vec<Entry> =
+            spec.statics.iter().filter(|e| e.is_ipv6() == want6).copied().collect();
+        self.batch.clear();
+        if !statics.is_empty() {
+            self.batch.set_timeout(statics_timeout);
+            statics.iter().for_each(|e| self.batch.push(*e));
+            let committed = self.batch.commit_entries();
+            self.batch.set_timeout(learned);
+            let committed = committed?;
+            if let Some(e) = committed.error {
+                return Err(e);
+            }
+            notes.push(format!(
+                "{}: {} static entries in {name} ({} new)",
+                spec.name,
+                statics.len(),
+                committed.new.len()
+            ));
+        }
+        self.batch.set_timeout(learned);
+        Ok(Prepared { learned_timeout: learned, notes })
+    }
+
+    fn commit(&mut self, entries: &[Entry]) -> Result<Committed> {
+        for e in entries {
+            self.batch.push(*e);
+        }
+        self.batch.commit_entries()
+    }
+}

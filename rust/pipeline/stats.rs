@@ -1,0 +1,88 @@
+//! The pipeline's counters: of the whole, and of each policy (kept by name
+//! across reloads).
+
+/// Counters of one policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PolicyCounters {
+    /// Answers whose chain matched the policy.
+    pub matched: u64,
+    /// Addresses sent to its sets.
+    pub added: u64,
+    /// Of those, not present before.
+    pub new: u64,
+    /// Of those, present: their timeout was refreshed.
+    pub refreshed: u64,
+    /// Conntrack entries deleted for its new addresses.
+    pub flushed: u64,
+    /// Failed commits.
+    pub errors: u64,
+    /// IPv6 addresses with no IPv6 set to go to.
+    pub v6_dropped: u64,
+    /// Addresses that came from SVCB/HTTPS hints.
+    pub hint_addresses: u64,
+}
+
+impl PolicyCounters {
+    /// Every counter with its name.
+    pub fn as_pairs(&self) -> [(&'static str, u64); 8] {
+        [
+            ("matched", self.matched),
+            ("added", self.added),
+            ("new", self.new),
+            ("refreshed", self.refreshed),
+            ("flushed", self.flushed),
+            ("errors", self.errors),
+            ("v6_dropped", self.v6_dropped),
+            ("hint_addresses", self.hint_addresses),
+        ]
+    }
+}
+
+/// Counters of the whole pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// DNS messages seen.
+    pub events: u64,
+    /// Of those, answers.
+    pub answers: u64,
+    /// Queries (they may carry answer records; they add nothing).
+    pub queries_ignored: u64,
+    /// Answers with an error RCODE.
+    pub rcode_skipped: u64,
+    /// Answers on no watchlist.
+    pub unwatched: u64,
+    /// Packets that were broken, cut short, or not DNS.
+    pub malformed: u64,
+    /// Packets cut short (first fragments, truncated copies, partial TCP).
+    pub incomplete: u64,
+    /// Packets that were not DNS.
+    pub non_dns: u64,
+    /// Commits that failed (wholly or for some entries).
+    pub commit_errors: u64,
+    /// Sets re-created after they vanished.
+    pub sets_recreated: u64,
+    /// Socket read errors.
+    pub read_errors: u64,
+    /// Wake-ups that found packets.
+    pub wakeups: u64,
+}
+
+impl Counters {
+    /// Every counter with its name.
+    pub fn as_pairs(&self) -> [(&'static str, u64); 12] {
+        [
+            ("events", self.events),
+            ("answers", self.answers),
+            ("queries_ignored", self.queries_ignored),
+            ("rcode_skipped", self.rcode_skipped),
+            ("unwatched", self.unwatched),
+            ("malformed", self.malformed),
+            ("incomplete", self.incomplete),
+            ("non_dns", self.non_dns),
+            ("commit_errors", self.commit_errors),
+            ("sets_recreated", self.sets_recreated),
+            ("read_errors", self.read_errors),
+            ("wakeups", self.wakeups),
+        ]
+    }
+}

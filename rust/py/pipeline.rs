@@ -1,0 +1,273 @@
+//! `Plan` and `Pipeline` for Python: the daemon builds a plan from its config
+//! and hands it to a pipeline, which runs the hot path with the GIL released.
+
+use std::time::Duration;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use super::guarded::Guarded;
+use super::watchlist::PyWatchlist;
+use crate::conntrack::EVENT_RCVBUF;
+use crate::{
+    ConntrackFlusher, Entry, Error, Flusher, Level, NflogConfig, NflogReader, Notes, Pipeline,
+    Plan, PolicySpec, Result, Wake,
+};
+
+/// The spec of one policy, read from any object with the config's attribute
+/// names (`hrneo.config.Policy`): name, ipset, ipset6, timeout, maxelem,
+/// reconnect, static.
+fn policy_spec(p: &Bound<'_, PyAny>) -> PyResult<PolicySpec> {
+    let statics: Vec<String> = p.getattr("static")?.extract()?;
+    Ok(PolicySpec {
+        name: p.getattr("name")?.extract()?,
+        set4: p.getattr("ipset")?.extract()?,
+        set6: p.getattr("ipset6")?.extract()?,
+        timeout: p.getattr("timeout")?.extract()?,
+        maxelem: p.getattr("maxelem")?.extract()?,
+        reconnect: p.getattr("reconnect")?.extract()?,
+        statics: statics.iter().map(|s| Entry::parse(s)).collect::<Result<_>>()?,
+    })
+}
+
+/// A config compiled for the pipeline: the watchlist, each policy's sets and a
+/// netlink writer per set. `prepare()` makes the sets; a pipeline takes it over.
+#[pyclass(module = "hrneo._core", name = "Plan", frozen)]
+pub struct PyPlan {
+    inner: Guarded<Plan>,
+}
+
+#[pymethods]
+impl PyPlan {
+    #[new]
+    fn new(py: Python<'_>, watchlist: &PyWatchlist, policies: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let specs = policies.try_iter()?.map(|p| policy_spec(&p?)).collect::<PyResult<Vec<_>>>()?;
+        let wl = watchlist.shared()?;
+        let plan = py.detach(|| Plan::with_ipsets(wl, specs))?;
+        Ok(PyPlan { inner: Guarded::new(plan, "Plan") })
+    }
+
+    /// Create missing sets, check families, decide timeouts, add static
+    /// entries. Returns the lines to log. Safe to call again (the periodic check).
+    fn prepare(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.inner.detached(py, Plan::prepare)
+    }
+}
+
+/// Reader, plan and conntrack thread: the daemon's hot path (see the Rust docs).
+#[pyclass(module = "hrneo._core", name = "Pipeline", frozen)]
+pub struct PyPipeline {
+    inner: Guarded<Pipeline>,
+    // Outside the lock, and kept after close(): the last lines are read then.
+    notes: Notes,
+}
+
+/// The conntrack flusher of a mode, and a line to log about it.
+type OpenedFlusher = (Option<Box<dyn Flusher>>, Option<String>);
+
+fn open_flusher(mode: &str) -> Result<OpenedFlusher> {
+    let open = match mode {
+        "off" => return Ok((None, None)),
+        "events" => ConntrackFlusher::open_tracking(EVENT_RCVBUF),
+        "dump" => ConntrackFlusher::open(),
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "conntrack must be 'events', 'dump' or 'off', not {other:?}"
+            )))
+        }
+    };
+    match open {
+        Ok(f) => {
+            let note = match (mode, f.event_fd()) {
+                ("events", None) => {
+                    Some("conntrack: no conntrack events here: each flush dumps the table")
+                }
+                ("events", Some(_)) => {
+                    Some("conntrack: flushes use an index kept from conntrack events")
+                }
+                _ => None,
+            };
+            Ok((Some(Box::new(f)), note.map(str::to_string)))
+        }
+        Err(e) => Ok((None, Some(format!("conntrack unavailable ({e}): reconnect is off")))),
+    }
+}
+
+#[pymethods]
+impl PyPipeline {
+    /// Bind NFLOG group `nflog_group`, start the conntrack thread (`conntrack`:
+    /// "events" keeps an index from conntrack events, "dump" dumps the table per
+    /// flush, "off" never flushes), and take `plan` over.
+    #[new]
+    #[pyo3(signature = (plan, *, nflog_group = 100, rcvbuf = 4 * 1024 * 1024, conntrack = "events"))]
+    fn new(
+        py: Python<'_>,
+        plan: &PyPlan,
+        nflog_group: u16,
+        rcvbuf: usize,
+        conntrack: &str,
+    ) -> PyResult<Self> {
+        let plan = plan.inner.take(py).ok_or(Error::Closed("Plan"))?;
+        let pipeline = py.detach(|| -> Result<Pipeline> {
+            let mut cfg = NflogConfig::new(nflog_group);
+            cfg.rcvbuf = rcvbuf;
+            let source = NflogReader::open(cfg)?;
+            let (flusher, note) = open_flusher(conntrack)?;
+            let p = Pipeline::new(Box::new(source), plan, flusher)?;
+            if let Some(n) = note {
+                let level = if p.flush_totals().is_some() { Level::Info } else { Level::Warning };
+                p.note(level, n);
+            }
+            Ok(p)
+        })?;
+        let notes = pipeline.notes();
+        Ok(PyPipeline { inner: Guarded::new(pipeline, "Pipeline"), notes })
+    }
+
+    /// Wait for packets at most `timeout` seconds, processing them as they
+    /// come; return early when `wake_fd` is readable ("wake"), a signal
+    /// arrived ("signal") or a warning waits in `take_notes()` ("notes");
+    /// "timeout" otherwise.
+    #[pyo3(signature = (timeout, wake_fd = None))]
+    fn run(&self, py: Python<'_>, timeout: f64, wake_fd: Option<i32>) -> PyResult<&'static str> {
+        if !(timeout.is_finite() && timeout >= 0.0) {
+            return Err(PyValueError::new_err(format!("bad timeout {timeout}")));
+        }
+        let t = Duration::from_secs_f64(timeout.min(86_400.0));
+        let wake = self.inner.detached(py, |p| p.run(t, wake_fd))?;
+        Ok(match wake {
+            Wake::Timeout => "timeout",
+            Wake::WakeFd => "wake",
+            Wake::Interrupted => "signal",
+            Wake::Notes => "notes",
+        })
+    }
+
+    /// Process what is queued now, without waiting; returns the datagrams read.
+    fn process_queued(&self, py: Python<'_>) -> PyResult<usize> {
+        self.inner.detached(py, |p| Ok(p.process_queued(usize::MAX)))
+    }
+
+    /// Take `plan` over; the old plan's sockets are closed.
+    fn swap_plan(&self, py: Python<'_>, plan: &PyPlan) -> PyResult<()> {
+        let plan = plan.inner.take(py).ok_or(Error::Closed("Plan"))?;
+        let old = self.inner.detached(py, |p| Ok(p.swap_plan(plan)))?;
+        py.detach(move || drop(old));
+        Ok(())
+    }
+
+    /// Read NFLOG group `group` from now on (what the old group queued is processed first).
+    fn swap_source(&self, py: Python<'_>, group: u16) -> PyResult<()> {
+        let old = self.inner.detached(py, |p| {
+            let source = NflogReader::open(NflogConfig::new(group))?;
+            Ok(p.swap_source(Box::new(source)))
+        })?;
+        py.detach(move || drop(old));
+        Ok(())
+    }
+
+    /// Re-run `prepare()` of the plan in use: sets that vanished are created
+    /// again, static entries re-added. Returns the lines to log.
+    fn prepare(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.inner.detached(py, Pipeline::prepare_plan)
+    }
+
+    /// Queue a DEBUG line per address added (new "+" or refreshed "=").
+    fn set_verbose(&self, verbose: bool) -> PyResult<()> {
+        self.inner.with(|p| {
+            p.set_verbose(verbose);
+            Ok(())
+        })
+    }
+
+    /// Log lines queued since the last call: (logging level, text). Works
+    /// after close() too, for the lines closing left.
+    fn take_notes(&self) -> Vec<(u8, String)> {
+        self.notes.take().into_iter().map(|(l, s)| (l as u8, s)).collect()
+    }
+
+    /// Counters: the pipeline's, the capture socket's ("capture"), each
+    /// policy's ("policies", by name) and the conntrack thread's ("conntrack",
+    /// None without one).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (counters, capture, policies, flush, pending, tracking) = self.inner.with(|p| {
+            Ok((
+                p.counters(),
+                p.capture_stats(),
+                p.policy_counters(),
+                p.flush_totals(),
+                p.flush_pending(),
+                p.flush_tracking(),
+            ))
+        })?;
+        let d = PyDict::new(py);
+        for (k, v) in counters.as_pairs() {
+            d.set_item(k, v)?;
+        }
+        let c = PyDict::new(py);
+        for (k, v) in [
+            ("packets", capture.packets),
+            ("dropped", capture.dropped),
+            ("enobufs", capture.enobufs),
+            ("datagrams", capture.datagrams),
+            ("malformed", capture.malformed),
+        ] {
+            c.set_item(k, v)?;
+        }
+        d.set_item("capture", c)?;
+        let pd = PyDict::new(py);
+        for (name, pc) in policies {
+            let one = PyDict::new(py);
+            for (k, v) in pc.as_pairs() {
+                one.set_item(k, v)?;
+            }
+            pd.set_item(name, one)?;
+        }
+        d.set_item("policies", pd)?;
+        match flush {
+            None => d.set_item("conntrack", py.None())?,
+            Some(t) => {
+                let ct = PyDict::new(py);
+                ct.set_item("calls", t.calls)?;
+                ct.set_item("flushed", t.flushed)?;
+                ct.set_item("errors", t.errors)?;
+                ct.set_item("race_misses", t.race_misses)?;
+                ct.set_item("pending", pending)?;
+                ct.set_item("tracking", tracking)?;
+                let fl = PyDict::new(py);
+                for (k, v) in t.flusher.as_pairs() {
+                    fl.set_item(k, v)?;
+                }
+                ct.set_item("flusher", fl)?;
+                d.set_item("conntrack", ct)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Wait until every conntrack flush submitted so far is done; False on timeout.
+    fn wait_flushed(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let t = Duration::from_secs_f64(timeout.clamp(0.0, 3600.0));
+        self.inner.detached(py, |p| Ok(p.wait_flushed(t)))
+    }
+
+    /// Process what is queued, finish pending flushes (at most 5 s), close the sockets.
+    fn close(&self, py: Python<'_>) {
+        if let Some(mut p) = self.inner.take(py) {
+            py.detach(move || {
+                p.close();
+                drop(p);
+            });
+        }
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
+        self.close(py);
+    }
+}
