@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv-test}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip
-"$VENV/bin/pip" install --quiet "maturin>=1.7,<2" "pyyaml>=5.1" pytest pytest-timeout \
+"$VENV/bin/pip" install --quiet "maturin>=1.9.4,<2" "pyyaml>=5.1" pytest pytest-timeout \
     hypothesis ruff mypy types-PyYAML
 export PATH="$HOME/.cargo/bin:$PATH"
 export VIRTUAL_ENV="$PWD/$VENV"
