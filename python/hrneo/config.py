@@ -19,6 +19,9 @@ from typing import Any, Callable
 
 import yaml
 
+# Re-exported: `from hrneo.config import normalize_domain` keeps working.
+from hrneo.domains import normalize_domain
+
 DEFAULT_CONFIG_PATH = "/opt/etc/hrneo/hrneo.yaml"
 DEFAULT_SOCKET_PATH = "/run/hrneo.sock"
 DEFAULT_NFLOG_GROUP = 100
@@ -33,7 +36,6 @@ DEFAULT_RULE_PRIORITY = 9000
 
 _SETNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
-_DOMAIN_RE = re.compile(r"^[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*$")
 _RESERVED_TABLES = (253, 254, 255)  # default, main, local
 
 
@@ -118,33 +120,6 @@ class Config:
 
 
 # ------------------------------------------------------------------ value checks
-
-
-def normalize_domain(raw: str) -> tuple[str, str | None]:
-    """Lower-case, punycode and check one domain; return (domain, warning or None).
-
-    Raises ValueError with the reason if the domain is unusable.
-    """
-    name = raw.strip().lower()
-    warning = None
-    if name.startswith("*."):
-        name = name[2:]
-        warning = f"leading '*.' stripped from {raw!r}: a domain always matches its subdomains"
-    elif name.startswith("."):
-        name = name.lstrip(".")
-        warning = f"leading '.' stripped from {raw!r}: a domain always matches its subdomains"
-    name = name.removesuffix(".")  # absolute form "example.com." means the same
-    if not name.isascii():
-        try:
-            # IDNA 2003 (stdlib); the wire carries the punycode form.
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError as e:
-            raise ValueError(f"invalid international domain {raw!r}: {e}") from None
-    if len(name) > 253:
-        raise ValueError(f"domain {raw!r} is longer than 253 characters")
-    if not _DOMAIN_RE.match(name):
-        raise ValueError(f"invalid domain {raw!r}: labels must be 1..63 characters of a-z 0-9 - _")
-    return name, warning
 
 
 def parse_mark(value: object) -> int:

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from hrneo.config import DEFAULT_NFLOG_GROUP, DEFAULT_TIMEOUT, normalize_domain
+from hrneo.config import DEFAULT_NFLOG_GROUP, DEFAULT_TIMEOUT
+from hrneo.domains import normalize_domain
 
 FORMATS = ("hydraroute", "adguard", "dnsmasq", "list")
 DEFAULT_HYDRAROUTE_DIR = "/opt/etc/HydraRoute"

@@ -208,10 +208,10 @@ def test_list_per_file_and_named(tmp_path: Path) -> None:
 
 def test_yaml_special_words_stay_strings(tmp_path: Path) -> None:
     f = tmp_path / "x.list"
-    f.write_text("yes\nnull\n123\n1e5\n")
+    f.write_text("yes\nnull\non\n1e5\n")
     res = run_import("list", [str(f)])
     data = _roundtrip(tmp_path, res)
-    assert data["policies"][0]["domains"] == ["yes", "null", "123", "1e5"]  # type: ignore[index]
+    assert data["policies"][0]["domains"] == ["yes", "null", "on", "1e5"]  # type: ignore[index]
 
 
 def test_big_list_is_linear(tmp_path: Path) -> None:
