@@ -12,6 +12,7 @@ import difflib
 import ipaddress
 import os
 import re
+import urllib.parse
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ DEFAULT_NFLOG_GROUP = 100
 DEFAULT_DNS_CHAINS = ("OUTPUT", "FORWARD")
 DEFAULT_TIMEOUT = 3600
 DEFAULT_RECHECK_INTERVAL = 30.0
+# Lists from URLs (domain_urls) are fetched again this often, in seconds.
+DEFAULT_LIST_REFRESH = 86400
 # hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
 # recognise (and delete) the ones it left behind.
 DEFAULT_RULE_PRIORITY = 9000
@@ -82,6 +85,8 @@ class Policy:
     domain_origins: array[int] = field(default_factory=lambda: array("Q"), compare=False)
     sources: tuple[str, ...] = ()
     domain_files: tuple[str, ...] = ()
+    # Lists fetched over http(s) by the daemon (hrneo.listfetch), not read here.
+    domain_urls: tuple[str, ...] = ()
     static: tuple[str, ...] = ()
     route: Route | None = None
     line: int = 0
@@ -117,6 +122,7 @@ class Config:
     control_socket: str = DEFAULT_SOCKET_PATH
     # Keep a conntrack index from kernel events, so a flush needs no table dump.
     conntrack_events: bool = True
+    list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
 
 
 # ------------------------------------------------------------------ value checks
@@ -246,11 +252,19 @@ class _Loader:
         top = self.mapping(
             root,
             "config",
-            ("nflog_group", "firewall", "policies", "control_socket", "conntrack_events"),
+            (
+                "nflog_group",
+                "firewall",
+                "policies",
+                "control_socket",
+                "conntrack_events",
+                "list_refresh",
+            ),
         )
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, _int_range("", 0, 65535))
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, _path)
         ct_events = self.get(top, "conntrack_events", True, _bool)
+        refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, _list_refresh)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
         policies: list[Policy] = []
         if "policies" not in top:
@@ -270,6 +284,7 @@ class _Loader:
             policies=tuple(policies),
             control_socket=sock,
             conntrack_events=ct_events,
+            list_refresh=refresh,
         )
 
     def firewall(self, node: yaml.Node) -> FirewallConfig:
@@ -324,6 +339,7 @@ class _Loader:
             "maxelem",
             "domains",
             "domain_files",
+            "domain_urls",
             "static",
             "route",
         )
@@ -370,6 +386,19 @@ class _Loader:
                 files.append(path)
                 sources.append(path)
                 self.domain_file(fnode, path, len(sources) - 1, add)
+        urls: list[str] = []
+        if "domain_urls" in m:
+            for unode in self.sequence(m["domain_urls"][1], "domain_urls"):
+                raw = self.scalar(unode)
+                try:
+                    url = _url(raw)
+                except (ValueError, TypeError) as e:
+                    self.error(unode, f"domain_urls: {e}")
+                    continue
+                if url in urls:
+                    self.warn(unode, f"domain_urls: {url} is listed twice")
+                else:
+                    urls.append(url)
         static: list[str] = []
         if "static" in m:
             for snode in self.sequence(m["static"][1], "static"):
@@ -389,7 +418,7 @@ class _Loader:
             route = self.route(m["route"][1], fw, name, ipset6)
         domains = tuple(found)
         origins = array("Q", found.values())
-        if not domains and not static:
+        if not domains and not static and not urls:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
         timeout = self.get(m, "timeout", DEFAULT_TIMEOUT, _int_range("", 0, 2147483))
@@ -408,6 +437,7 @@ class _Loader:
             domain_origins=origins,
             sources=tuple(sources),
             domain_files=tuple(files),
+            domain_urls=tuple(urls),
             static=tuple(static),
             route=route,
             line=node.start_mark.line + 1,
@@ -551,6 +581,26 @@ def _nonneg_float(v: object) -> float:
 def _path(v: object) -> str:
     if not isinstance(v, str) or not v or "\0" in v:
         raise ValueError(f"expected a path, not {v!r}")
+    return v
+
+
+def _list_refresh(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"expected a number of seconds, not {v!r}")
+    if v != 0 and not 60 <= v <= 30 * 86400:
+        raise ValueError(f"{v} is out of range 60..2592000 (or 0: fetch at start only)")
+    return v
+
+
+def _url(v: object) -> str:
+    """An http(s) URL with a host and no spaces."""
+    if not isinstance(v, str):
+        raise TypeError(f"{v!r} is not a URL")
+    parts = urllib.parse.urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{v!r} is not an http:// or https:// URL")
+    if any(c.isspace() for c in v):
+        raise ValueError(f"{v!r} has spaces in it")
     return v
 
 
