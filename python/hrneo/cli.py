@@ -16,6 +16,10 @@ from typing import Any, TextIO
 
 from hrneo.config import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, ConfigError, load_config
 
+# hrneo.importer.FORMATS / INLINE_MAX, spelled out: the importer is imported only by `import`.
+IMPORT_FORMATS = ("hydraroute", "adguard", "dnsmasq", "list", "keen-pbr")
+INLINE_MAX = 1000
+
 log = logging.getLogger("hrneo")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -49,44 +53,77 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser(
         "import", help="print an equivalent hrneo config from another tool's files",
         description="Formats: hydraroute (a HydraRoute Neo directory, default "
-        "/opt/etc/HydraRoute), adguard (ipset file), dnsmasq (ipset=/nftset= lines), "
-        "list (plain domain lists, one policy per file). A HydraRoute target is an "
+        "/opt/etc/HydraRoute), adguard (ipset file or AdGuardHome.yaml), dnsmasq "
+        "(ipset=/nftset= lines), list (plain or v2fly domain lists, one policy per file), "
+        "keen-pbr (v2 keen-pbr.conf or v3 config.json). A HydraRoute target is an "
         "interface (and gets a route) if named with --interface or if "
         "/sys/class/net/TARGET exists here.",
     )  # fmt: skip
-    imp.add_argument("format", choices=["hydraroute", "adguard", "dnsmasq", "list"])
+    imp.add_argument("format", choices=IMPORT_FORMATS)
     imp.add_argument("paths", nargs="*", metavar="PATH")
     imp.add_argument(
         "--interface", action="append", default=[], metavar="NAME",
         help="hydraroute: this target is a network interface (repeatable)",
+    )  # fmt: skip
+    imp.add_argument(
+        "--longest-match", action="store_true",
+        help="hydraroute: keep domains PolicyOrder sends elsewhere (hrneo's longest match "
+        "then decides, unlike HydraRoute)",
     )  # fmt: skip
     imp.add_argument("--policy", help="list: one policy of this name for all files")
     imp.add_argument("--ipset", help="list: its IPv4 set (default: the policy name)")
     imp.add_argument("--ipset6", help="list: its IPv6 set (default: IPSET + 'v6')")
     imp.add_argument(
         "--timeout", type=int, default=None,
-        help="adguard/dnsmasq/list: seconds an address stays (default 3600)",
+        help="adguard/dnsmasq/list/keen-pbr: seconds an address stays (default 3600; "
+        "keen-pbr: its ttl_ms, v2 forever)",
     )  # fmt: skip
+    imp.add_argument(
+        "--cache", action="append", default=[], metavar="DIR",
+        help="keen-pbr: a directory with copies of its URL lists (NAME.lst or NAME.txt), "
+        "imported instead of a warning (repeatable)",
+    )  # fmt: skip
+    imp.add_argument(
+        "--out", metavar="DIR", default=None,
+        help="write DIR/hrneo.yaml, and DIR/lists/NAME.list for policies of more than "
+        f"--inline-max domains (default {INLINE_MAX}), instead of printing",
+    )  # fmt: skip
+    imp.add_argument("--inline-max", type=int, default=INLINE_MAX, help=argparse.SUPPRESS)
     return p
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Print the imported config on stdout, warnings on stderr."""
-    from hrneo.config import DEFAULT_TIMEOUT
-    from hrneo.importer import ImportFailure, render, run_import
+    """Print the imported config on stdout (or write it with --out), warnings on stderr."""
+    from hrneo.importer import ImportFailure, render, run_import, write_out
 
     try:
         result = run_import(
             args.format, args.paths, interfaces=args.interface, policy=args.policy,
-            ipset=args.ipset, ipset6=args.ipset6,
-            timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
+            ipset=args.ipset, ipset6=args.ipset6, timeout=args.timeout,
+            cache_dirs=args.cache, longest_match=args.longest_match,
         )  # fmt: skip
     except ImportFailure as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
     for w in result.warnings:
         print(f"{w} (warning)", file=sys.stderr)
-    sys.stdout.write(render(result, f"{args.format} {' '.join(args.paths)}".rstrip()))
+    source = f"{args.format} {' '.join(args.paths)}".rstrip()
+    if args.out is None:
+        big = [p.name for p in result.policies if len(p.domains) > args.inline_max]
+        if big:
+            print(
+                f"import: {', '.join(big)}: more than {args.inline_max} domains written inline; "
+                "--out DIR writes them as list files, which load several times faster (note)",
+                file=sys.stderr,
+            )
+        sys.stdout.write(render(result, source))
+        return EXIT_OK
+    try:
+        written = write_out(result, source, args.out, args.inline_max)
+    except OSError as e:
+        print(f"{args.out}:0: cannot write: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"wrote {', '.join(written)}", file=sys.stderr)
     return EXIT_OK
 
 
