@@ -6,15 +6,22 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
-from hrneo.config import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, ConfigError, load_config
+from hrneo.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_SOCKET_PATH,
+    Config,
+    ConfigError,
+    load_config,
+)
 
 # hrneo.importer.FORMATS / INLINE_MAX, spelled out: the importer is imported only by `import`.
 IMPORT_FORMATS = ("hydraroute", "adguard", "dnsmasq", "list", "keen-pbr")
@@ -41,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)",
+    )  # fmt: skip
+    run.add_argument(
+        "--hydraroute", metavar="DIR", default=None,
+        help="take the policies from a HydraRoute Neo directory (converted as `import "
+        "hydraroute` does, again on SIGHUP); with --config, that file gives the other "
+        "settings and has `policies: []`",
     )  # fmt: skip
     chk = sub.add_parser("check", help="validate the config and its list files")
     chk.add_argument("--config", "-c", default=None, help=cfg_help)
@@ -154,11 +167,24 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
-def cmd_run(path: str, level: str) -> int:
-    """Run the daemon until SIGTERM/SIGINT."""
+def cmd_run(path: str | None, level: str, hydraroute: str | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT.
+
+    `hydraroute`: the policies come from that HydraRoute Neo directory, and
+    `path` (optional then) gives the other settings.
+    """
     setup_logging(level)
+    loader: Callable[[str], tuple[Config, list[str]]] = load_config
+    if hydraroute is not None:
+        from hrneo.importer import load_hydraroute_config
+
+        # The daemon reloads with loader(config.path): the directory.
+        loader = functools.partial(load_hydraroute_config, base=path)
+        path = hydraroute
+    elif path is None:
+        path = _default_config()
     try:
-        cfg, warnings = load_config(path)
+        cfg, warnings = loader(path)
     except ConfigError as e:
         for line in e.errors:
             log.error("%s", line)
@@ -169,7 +195,7 @@ def cmd_run(path: str, level: str) -> int:
     from hrneo.daemon import Daemon, DaemonError  # imports the compiled core
 
     try:
-        return Daemon(cfg).run()
+        return Daemon(cfg, loader=loader).run()
     except (DaemonError, ControlError, OSError) as e:
         log.error("hrneo cannot run: %s", e)
         return EXIT_FAIL
@@ -262,6 +288,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "import":
         return cmd_import(args)
     if args.command == "run":
-        return cmd_run(args.config or _default_config(), args.log_level)
+        return cmd_run(args.config, args.log_level, args.hydraroute)
     sock = args.socket or os.environ.get("HRNEO_SOCKET") or DEFAULT_SOCKET_PATH
     return cmd_status(sock, args.json)

@@ -1,13 +1,15 @@
-"""`hrneo import` on the command line."""
+"""`hrneo import` on the command line, and `hrneo run --hydraroute` (in-memory conversion)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hrneo import cli, importer
-from hrneo.importer import render, run_import
+from hrneo.config import ConfigError, load_config
+from hrneo.importer import load_hydraroute_config, render, run_import
 from import_helpers import FIX, no_net
 
 HR = FIX / "hydraroute"
@@ -72,3 +74,73 @@ def test_cli_import_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert e.value.code == 2
     with pytest.raises(SystemExit):
         cli.main(["import", "list", "--bogus", "x"])
+
+
+# ------------------------------------------------------------------ run --hydraroute
+
+
+def test_load_hydraroute_config(tmp_path: Path) -> None:
+    d = tmp_path / "HydraRoute"
+    shutil.copytree(HR, d)
+    cfg, warnings = load_hydraroute_config(str(d), net_dir=no_net(tmp_path))
+    assert cfg.path == str(d)
+    assert [p.name for p in cfg.policies] == ["wg0", "Office", "HydraRoute"]
+    hr = cfg.policies[2]
+    assert (hr.timeout, hr.maxelem, hr.domains) == (7200, 65536, ("example.com", "cdn.example.com"))
+    assert hr.static == ("192.0.2.0/24", "2001:db8:1::/48")
+    assert any(w.startswith(f"{d}/domain.conf:6: invalid domain") for w in warnings)
+    # the same rules as `hrneo import hydraroute`
+    res = run_import("hydraroute", [str(d)], net_dir=no_net(tmp_path))
+    assert warnings == res.warnings
+    # a tool rewrites domain.conf, then SIGHUP: the loader reads the new state
+    (d / "domain.conf").write_text("new.example.org/HydraRoute\n")
+    cfg2, _ = load_hydraroute_config(cfg.path, net_dir=no_net(tmp_path))
+    assert cfg2.policies[-1].domains == ("new.example.org",)
+
+
+def test_load_hydraroute_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_hydraroute_config(str(tmp_path / "nope"))
+    assert e.value.errors == [f"{tmp_path}/nope:0: not a HydraRoute Neo directory"]
+
+
+def test_load_hydraroute_config_with_base(tmp_path: Path) -> None:
+    base = tmp_path / "hrneo.yaml"
+    base.write_text("nflog_group: 7\ncontrol_socket: /run/x.sock\npolicies: []\n")
+    cfg, _ = load_hydraroute_config(str(HR), base=str(base), net_dir=no_net(tmp_path))
+    assert (cfg.nflog_group, cfg.control_socket, cfg.path) == (7, "/run/x.sock", str(HR))
+    assert len(cfg.policies) == 3
+    base.write_text("policies:\n  - name: a\n    ipset: a\n    domains: [a.example]\n")
+    with pytest.raises(ConfigError, match="write `policies: \\[\\]` here"):
+        load_hydraroute_config(str(HR), base=str(base), net_dir=no_net(tmp_path))
+
+
+def test_cli_run_hydraroute_gives_the_daemon_the_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hrneo.daemon
+
+    seen: dict[str, Any] = {}
+
+    class FakeDaemon:
+        def __init__(self, cfg: Any, *, loader: Any) -> None:
+            seen["cfg"], seen["loader"] = cfg, loader
+
+        def run(self) -> int:
+            return 0
+
+    monkeypatch.setattr(hrneo.daemon, "Daemon", FakeDaemon)
+    d = tmp_path / "HydraRoute"
+    shutil.copytree(HR, d)
+    assert cli.main(["run", "--hydraroute", str(d), "--log-level", "ERROR"]) == 0
+    cfg = seen["cfg"]
+    assert cfg.path == str(d) and [p.name for p in cfg.policies][-1] == "HydraRoute"
+    # SIGHUP: the daemon calls loader(config.path)
+    reloaded, _ = seen["loader"](cfg.path)
+    assert reloaded.policies == cfg.policies
+    # the plain config path keeps the plain loader
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("policies:\n  - name: a\n    ipset: a\n    domains: [a.example]\n")
+    assert cli.main(["run", "--config", str(plain), "--log-level", "ERROR"]) == 0
+    assert seen["loader"] is load_config
+    assert cli.main(["run", "--hydraroute", str(tmp_path / "nope"), "--log-level", "ERROR"]) == 2

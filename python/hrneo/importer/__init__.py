@@ -11,7 +11,8 @@ Formats (one module each):
 Across all inputs the first occurrence of a domain wins; addresses and networks
 written among names go to ``static``. Problems the output can live without are
 warnings ``file:line: message``; unreadable input raises :class:`ImportFailure`.
-:mod:`.render` writes the result.
+:mod:`.render` writes the result; :func:`load_hydraroute_config` converts a
+HydraRoute directory in memory for ``hrneo run --hydraroute``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hrneo.importer.core import (
     sanitize_name,
 )
 from hrneo.importer.dnsmasq import parse_dnsmasq
+from hrneo.importer.dropin import load_hydraroute_config
 from hrneo.importer.hydraroute import DEFAULT_HYDRAROUTE_DIR, SYS_CLASS_NET, import_hydraroute
 from hrneo.importer.keenpbr import import_keenpbr
 from hrneo.importer.lists import parse_list
@@ -45,6 +47,7 @@ __all__ = [
     "ImportResult",
     "ImportedPolicy",
     "import_files",
+    "load_hydraroute_config",
     "render",
     "run_import",
     "sanitize_name",
