@@ -391,7 +391,7 @@ class _Loader:
             for unode in self.sequence(m["domain_urls"][1], "domain_urls"):
                 raw = self.scalar(unode)
                 try:
-                    url = _url(raw)
+                    url = check_url(raw)
                 except (ValueError, TypeError) as e:
                     self.error(unode, f"domain_urls: {e}")
                     continue
@@ -592,8 +592,8 @@ def _list_refresh(v: object) -> int:
     return v
 
 
-def _url(v: object) -> str:
-    """An http(s) URL with a host and no spaces."""
+def check_url(v: object) -> str:
+    """`v` if it is an http(s) URL with a host and no spaces; else ValueError/TypeError."""
     if not isinstance(v, str):
         raise TypeError(f"{v!r} is not a URL")
     parts = urllib.parse.urlsplit(v)

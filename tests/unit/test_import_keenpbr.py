@@ -156,8 +156,8 @@ def test_v3_url_without_cache_and_ipv6_off(tmp_path: Path) -> None:
     conf.write_text(
         '{"daemon": {"ipv6_enabled": false},\n'
         ' "outbounds": [{"type": "interface", "tag": "vpn", "interface": "wg0"}],\n'
-        ' "lists": {"remote": {"url": "https://lists.example.net/r.lst"}},\n'
-        ' "route": {"rules": [{"list": ["remote"], "outbound": "vpn"}]}}\n'
+        ' "lists": {"remote": {"url": "https://lists.example.net/r.lst"}, "bad": {"url": "x.org"}},\n'
+        ' "route": {"rules": [{"list": ["remote", "bad"], "outbound": "vpn"}]}}\n'
     )
     res = run_import("keen-pbr", [str(conf)])
     p = res.policies[0]
@@ -165,6 +165,7 @@ def test_v3_url_without_cache_and_ipv6_off(tmp_path: Path) -> None:
     assert warnings_about(
         res, f"{conf}:3: list 'remote': URL https://lists.example.net/r.lst is not fetched"
     )
+    assert warnings_about(res, "list 'bad': 'x.org' is not an http:// or https:// URL; skipped")
     roundtrip(tmp_path, res)
 
 

@@ -58,14 +58,14 @@ def test_addresses_and_networks_go_to_static(tmp_path: Path) -> None:
     f = tmp_path / "mixed.lst"
     f.write_text(
         "example.com\n192.0.2.1\n198.51.100.0/24\n203.0.113.9/24\n2001:db8::1\n"
-        "2001:db8:1::/48\n192.0.2.7/32\n0.0.0.0 blocked.example.org\n"
+        "2001:db8:1::/48\n192.0.2.7/32\n0.0.0.0 blocked.example.org\n2001:db8::\n"
     )
     res = run_import("list", [str(f)])
     p = res.policies[0]
     assert list(p.domains) == ["example.com", "blocked.example.org"]
     assert list(p.static) == [
         "192.0.2.1", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::1", "2001:db8:1::/48",
-        "192.0.2.7",
+        "192.0.2.7", "2001:db8::",  # a trailing ':' is quoted in the YAML
     ]  # fmt: skip
     assert warnings_about(res, "hosts-file lines")
     assert not warnings_about(res, "invalid domain")

@@ -33,6 +33,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from hrneo.config import check_url
 from hrneo.importer.core import (
     SET_MAX,
     Builder,
@@ -102,7 +103,12 @@ class _Ctx:
             else:
                 self.warn(at, f"list {name!r}: file {file!r} not found here; skipped")
         url = spec.get("url")
-        if isinstance(url, str) and url:
+        if url is not None and url != "":
+            try:
+                url = check_url(url)
+            except (ValueError, TypeError) as e:
+                self.warn(at, f"list {name!r}: {e}; skipped")
+                return
             if url not in pol.domain_urls:
                 pol.domain_urls.append(url)
             dirs = [*self.cache_dirs, *([cache] if cache else [])]

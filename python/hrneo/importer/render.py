@@ -29,12 +29,17 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _RESOLVED_FIRST = frozenset(_RESOLVER.yaml_implicit_resolvers)
 
 
+def _resolves_to_str(s: str) -> bool:
+    """YAML 1.1 reads the plain scalar `s` as a string (not a bool, null, number...)."""
+    tag = _RESOLVER.resolve(yaml.ScalarNode, s, (True, False))  # type: ignore[no-untyped-call]
+    return bool(tag == _STR_TAG)
+
+
 def _q(s: str) -> str:
     """`s` as a YAML scalar that loads back as the same string."""
-    if _PLAIN.match(s) and (
-        s[0] not in _RESOLVED_FIRST
-        or _RESOLVER.resolve(yaml.ScalarNode, s, (True, False)) == _STR_TAG  # type: ignore[no-untyped-call]
-    ):
+    # A plain scalar may not end with ':' ("2001:db8::" would load as a mapping).
+    plain = _PLAIN.match(s) and not s.endswith(":")
+    if plain and (s[0] not in _RESOLVED_FIRST or _resolves_to_str(s)):
         return s
     return json.dumps(s)  # a JSON string is a valid YAML double-quoted scalar
 
