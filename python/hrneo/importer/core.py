@@ -176,6 +176,10 @@ class Builder:
             return
         if note and notes:
             self.warn(self.where(src, line), note)
+        self.claim(pol, dom, src, line)
+
+    def claim(self, pol: ImportedPolicy, dom: str, src: int, line: int) -> None:
+        """Normalised `dom` into `pol`, unless an earlier policy has it (a warning)."""
         first = self.owner.setdefault(dom, pol)
         if first is pol:
             pol.domains.setdefault(dom, src << 32 | line)

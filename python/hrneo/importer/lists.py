@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 
+from hrneo.domains import plain_name
 from hrneo.importer.core import Builder, ImportedPolicy, read_lines
 
 # v2fly rule types that carry no routable name.
@@ -108,10 +109,16 @@ def parse_list(
     """A plain or v2fly list file into `pol` (see the module docstring)."""
     src = b.source(path)
     notes = ListNotes()
-    for lineno, kind, value in list_entries(read_lines(path) if lines is None else lines, notes):
-        if kind == SKIP:
-            b.warn(f"{path}:{lineno}", f"{value}; skipped")
-        else:
-            b.add_entry(pol, value, src, lineno)
+    claim = b.claim
+    for lineno, text in read_lines(path) if lines is None else lines:
+        name = plain_name(text)
+        if name is not None:  # most lines of a big list: one regex match, no other parsing
+            claim(pol, name, src, lineno)
+            continue
+        for _, kind, value in list_entries(((lineno, text),), notes):
+            if kind == SKIP:
+                b.warn(f"{path}:{lineno}", f"{value}; skipped")
+            else:
+                b.add_entry(pol, value, src, lineno)
     for msg in notes.messages(path):
         b.result.warnings.append(msg)
