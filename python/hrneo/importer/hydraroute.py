@@ -26,7 +26,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hrneo.domains import address_of
+from hrneo.domains import address_of, plain_name
 from hrneo.importer.core import (
     SET_MAX,
     Builder,
@@ -194,8 +194,11 @@ def parse_domain_conf(b: Builder, path: str, s: HydraRouteSettings, t: _Targets)
                 if s.geosite_files:  # without GeoSiteFile HydraRoute ignores them as well
                     b.warn(where, f"{raw!r}: GeoSite lists are not supported; skipped")
                 continue
-            # `.suffix` and `*.x` mean what a bare name means: no note.
-            b.add_entry(pol, raw, src, lineno, notes=False, address_note=_IP_NOTE)
+            name = plain_name(raw)
+            if name is not None:  # the common case, without the general path's checks
+                b.claim(pol, name, src, lineno)
+            else:  # `.suffix` and `*.x` mean what a bare name means: no note
+                b.add_entry(pol, raw, src, lineno, notes=False, address_note=_IP_NOTE)
 
 
 def parse_ip_list(b: Builder, path: str, s: HydraRouteSettings, t: _Targets) -> None:
@@ -243,12 +246,17 @@ def apply_policy_order(b: Builder, order: Sequence[str], longest_match: bool) ->
         if target in b.by_key:
             rank[b.by_key[target].name] = i
     res = b.result
+    top = min(rank.values())
+    owner_get = b.owner.get
     for dom, pol in list(b.owner.items()):
-        best, best_rank, best_anc = pol, rank[pol.name], ""
+        best_rank = rank[pol.name]
+        if best_rank == top:
+            continue  # nothing outranks the first policy: most names of big lists end here
+        best, best_anc = pol, ""
         dot = dom.find(".")
         while dot >= 0:
             anc = dom[dot + 1 :]
-            other = b.owner.get(anc)
+            other = owner_get(anc)
             # Ancestors are shorter: on equal rank the longer name (dom) stays first.
             if other is not None and rank[other.name] < best_rank:
                 best, best_rank, best_anc = other, rank[other.name], anc

@@ -44,6 +44,11 @@ def _q(s: str) -> str:
     return json.dumps(s)  # a JSON string is a valid YAML double-quoted scalar
 
 
+def _qd(d: str) -> str:
+    """_q for a checked domain name (a-z 0-9 - _ and dots, never ':'): no pattern test."""
+    return d if d[0] not in _RESOLVED_FIRST or _resolves_to_str(d) else json.dumps(d)
+
+
 def _policy_lines(p: ImportedPolicy, domain_file: str | None) -> list[str]:
     out = [f"  - name: {_q(p.name)}", f"    ipset: {_q(p.ipset or p.name)}"]
     if p.ipset6:
@@ -56,7 +61,7 @@ def _policy_lines(p: ImportedPolicy, domain_file: str | None) -> list[str]:
         out.append(f"    domain_files: [{_q(domain_file)}]")
     elif p.domains:
         out.append("    domains:")
-        out.extend([f"      - {_q(x)}" for x in p.domains])
+        out.extend([f"      - {_qd(x)}" for x in p.domains])
     if p.domain_urls:
         out.append("    domain_urls:")
         out.extend(f"      - {_q(u)}" for u in p.domain_urls)
