@@ -1,25 +1,13 @@
 """keen-pbr: v2 (`keen-pbr.conf`, TOML) and v3 (`config.json`, JSON with comments).
 
-v2: each `[[ipset]]` becomes a policy named after it, with its `lists` (and old
-inline `[[ipset.list]]` tables), routed to the first of `routing.interfaces`
-with its `fwmark`, `table` and `priority`. `ip_version = 4` gives an IPv4 set
-only, `6` an IPv6 set (plus the IPv4 set hrneo needs), as keen-pbr fills them.
-
-v3: each outbound a `route.rules` entry sends lists to becomes a policy named
-after the outbound tag. `interface` outbounds get a route (marks from
-`fwmark.start` within `fwmark.mask`, tables from `iproute.table_start`);
-`table`, `ignore` and `blackhole` outbounds get their sets filled only, which
-is what `ignore` and table 254 (main) mean; the others are warnings. A rule
-with conditions other than `list` (ports, protocols, sources) is skipped with
-a warning; a list already sent by an earlier rule stays there (keen-pbr takes
-the first matching rule). `ttl_ms` becomes the policy's `timeout`.
-
-Both: list entries may be names, addresses or networks (those go to
-`static`); local `file` lists are read (relative to the config); a `url` list
-is not fetched: it goes to the policy's `domain_urls` with a warning naming the
-URL, and if a cached copy is found (`NAME.lst` / `NAME.txt` in a `--cache`
-directory, in v2's `lists_output_dir` or v3's `daemon.cache_dir`) its entries
-are imported as well.
+v2: one policy per `[[ipset]]` (its `lists`, routed via the first of
+`routing.interfaces` with its fwmark/table/priority). v3: one policy per
+outbound that a `route.rules` entry sends lists to; `interface` outbounds get a
+route, `ignore`/`table`/`blackhole` ones their sets only; the first rule that
+takes a list keeps it, rules with other conditions are skipped. List entries
+may be names, addresses or networks; local files are read; a `url` list goes to
+`domain_urls` with a warning naming it, its entries read from a cached copy
+when one is found. The README's import section lists what is not carried over.
 """
 
 from __future__ import annotations
@@ -161,6 +149,8 @@ def _int(value: object) -> int | None:
 
 def _cached(name: str, dirs: Sequence[str]) -> str | None:
     """A cached copy of URL list `name` in one of `dirs`."""
+    if "/" in name or name in ("", ".", ".."):
+        return None  # a list name, not a path
     for d in dirs:
         for ext in (".lst", ".txt", ".list", ""):
             path = os.path.join(d, name + ext)
@@ -202,15 +192,12 @@ def _load_toml(path: str, text: str) -> dict[str, Any]:
 
 def _ifname_ok(name: str) -> bool:
     """What hrneo's config accepts as an interface name."""
-    return (
-        1 <= len(name) <= 15
-        and "/" not in name
-        and name not in (".", "..")
-        and (not any(c.isspace() for c in name))
-    )
+    bad = "/" in name or name in (".", "..") or any(c.isspace() for c in name)
+    return 1 <= len(name) <= 15 and not bad
 
 
 def _ip_ok(text: str, version: int) -> bool:
+    """`text` is an IPv`version` address."""
     try:
         return ipaddress.ip_address(text).version == version
     except ValueError:
