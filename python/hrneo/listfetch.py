@@ -9,8 +9,9 @@ A good body replaces the cached copy atomically (temporary file + rename).
 Lists are read as `hrneo import list` reads them: names, `domain:`/`full:`
 v2fly rules, and addresses or networks (returned apart, for `static`-like use).
 
-It blocks for up to `timeout` seconds: call it from a worker thread, never
-from the event loop.
+fetch_list blocks for up to `timeout` seconds: call it from a worker thread,
+never from the event loop. :func:`load_cached` reads the kept copy only, so a
+daemon can start with it at once and fetch in the background.
 """
 
 from __future__ import annotations
@@ -192,6 +193,22 @@ def fetch_list(
                 url, domains, networks, "fetched", changed=text != old, warnings=tuple(warnings)
             )
     return _from_cache(url, path, old, why)
+
+
+def load_cached(url: str, cache_dir: str = DEFAULT_CACHE_DIR) -> FetchResult:
+    """The last good copy of `url`, without any network access (for a fast start).
+
+    `origin` is "cache", or "none" (with a warning) when there is no usable copy.
+    """
+    path = cache_path(cache_dir, url)
+    old = _read_cache(path)
+    if old is None:
+        return FetchResult(url, warnings=(f"{url}: not fetched yet; no copy kept",))
+    try:
+        domains, networks = parse_list_text(old)
+    except NotAList as e:
+        return FetchResult(url, warnings=(f"{url}: the kept copy {path} is bad: {e}",))
+    return FetchResult(url, domains, networks, "cache")
 
 
 def _from_cache(url: str, path: str, old: str | None, why: str) -> FetchResult:

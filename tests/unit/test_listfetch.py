@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from hrneo.listfetch import cache_path, fetch_list, parse_list_text
+from hrneo.listfetch import cache_path, fetch_list, load_cached, parse_list_text
 
 LIST = b"# a list\nexample.com\ndomain:example.org\nfull:www.example.net @cn\n192.0.2.1\n198.51.100.0/24\n"
 
@@ -138,3 +138,16 @@ def test_parse_list_text() -> None:
         ("a.example",),
         ("2001:db8::/32",),
     )
+
+
+def test_load_cached_needs_no_network(server: str, tmp_path: Path) -> None:
+    url = f"{server}/l.lst"
+    r = load_cached(url, str(tmp_path))
+    assert r.origin == "none" and "not fetched yet" in r.warnings[0]
+    _Handler.routes = {"/l.lst": (200, LIST, 0.0)}
+    fetch_list(url, str(tmp_path))
+    _Handler.routes = {}
+    r = load_cached(url, str(tmp_path))
+    assert (r.origin, r.warnings, r.networks) == ("cache", (), ("192.0.2.1", "198.51.100.0/24"))
+    Path(cache_path(str(tmp_path), url)).write_text("<html>")
+    assert "is bad" in load_cached(url, str(tmp_path)).warnings[0]
