@@ -103,6 +103,17 @@ impl Watchlist {
         (self.sources.len() - 1) as u32
     }
 
+    /// Name source `index` anew (the file was converted, or moved); false if there is none.
+    pub fn set_source(&mut self, index: u32, path: &str) -> bool {
+        match self.sources.get_mut(index as usize) {
+            Some(s) => {
+                *s = path.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The files domains came from, by index.
     pub fn sources(&self) -> &[String] {
         &self.sources

@@ -220,6 +220,8 @@ class Watchlist:
     ) -> tuple[int, int, int] | None:
         """Add a normalized domain; None if new, else (policy, source, line) of the
         first, which keeps it. ValueError for text that is not a normalized domain."""
+    def set_source(self, index: int, path: str) -> None:
+        """Name source `index` anew (a converted or moved file)."""
     def shrink_to_fit(self) -> None: ...
     def match(self, name: str) -> WatchMatch | None: ...
     def policy_of(self, name: str) -> int:

@@ -6,15 +6,26 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Callable, TextIO
 
-from hrneo.config import DEFAULT_CONFIG_PATH, DEFAULT_SOCKET_PATH, ConfigError, load_config
+from hrneo.config import (
+    DEFAULT_CONFIG_PATH,
+    DEFAULT_SOCKET_PATH,
+    Config,
+    ConfigError,
+    load_config,
+)
 from hrneo.errors import HrneoError
+
+# hrneo.importer.FORMATS / INLINE_MAX, spelled out: the importer is imported only by `import`.
+IMPORT_FORMATS = ("hydraroute", "adguard", "dnsmasq", "list", "keen-pbr")
+INLINE_MAX = 1000
 
 log = logging.getLogger("hrneo")
 
@@ -38,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)",
     )  # fmt: skip
+    run.add_argument(
+        "--hydraroute", metavar="DIR", default=None,
+        help="take the policies from a HydraRoute Neo directory (converted as `import "
+        "hydraroute` does, again on SIGHUP); with --config, that file gives the other "
+        "settings and has `policies: []`",
+    )  # fmt: skip
     chk = sub.add_parser("check", help="validate the config and its list files")
     chk.add_argument("--config", "-c", default=None, help=cfg_help)
     st = sub.add_parser("status", help="counters of the running daemon")
@@ -49,44 +66,77 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser(
         "import", help="print an equivalent hrneo config from another tool's files",
         description="Formats: hydraroute (a HydraRoute Neo directory, default "
-        "/opt/etc/HydraRoute), adguard (ipset file), dnsmasq (ipset=/nftset= lines), "
-        "list (plain domain lists, one policy per file). A HydraRoute target is an "
+        "/opt/etc/HydraRoute), adguard (ipset file or AdGuardHome.yaml), dnsmasq "
+        "(ipset=/nftset= lines), list (plain or v2fly domain lists, one policy per file), "
+        "keen-pbr (v2 keen-pbr.conf or v3 config.json). A HydraRoute target is an "
         "interface (and gets a route) if named with --interface or if "
         "/sys/class/net/TARGET exists here.",
     )  # fmt: skip
-    imp.add_argument("format", choices=["hydraroute", "adguard", "dnsmasq", "list"])
+    imp.add_argument("format", choices=IMPORT_FORMATS)
     imp.add_argument("paths", nargs="*", metavar="PATH")
     imp.add_argument(
         "--interface", action="append", default=[], metavar="NAME",
         help="hydraroute: this target is a network interface (repeatable)",
+    )  # fmt: skip
+    imp.add_argument(
+        "--longest-match", action="store_true",
+        help="hydraroute: keep domains PolicyOrder sends elsewhere (hrneo's longest match "
+        "then decides, unlike HydraRoute)",
     )  # fmt: skip
     imp.add_argument("--policy", help="list: one policy of this name for all files")
     imp.add_argument("--ipset", help="list: its IPv4 set (default: the policy name)")
     imp.add_argument("--ipset6", help="list: its IPv6 set (default: IPSET + 'v6')")
     imp.add_argument(
         "--timeout", type=int, default=None,
-        help="adguard/dnsmasq/list: seconds an address stays (default 3600)",
+        help="adguard/dnsmasq/list/keen-pbr: seconds an address stays (default 3600; "
+        "keen-pbr: its ttl_ms, v2 forever)",
     )  # fmt: skip
+    imp.add_argument(
+        "--cache", action="append", default=[], metavar="DIR",
+        help="keen-pbr: a directory with copies of its URL lists (NAME.lst or NAME.txt), "
+        "imported instead of a warning (repeatable)",
+    )  # fmt: skip
+    imp.add_argument(
+        "--out", metavar="DIR", default=None,
+        help="write DIR/hrneo.yaml, and DIR/lists/NAME.list for policies of more than "
+        f"--inline-max domains (default {INLINE_MAX}), instead of printing",
+    )  # fmt: skip
+    imp.add_argument("--inline-max", type=int, default=INLINE_MAX, help=argparse.SUPPRESS)
     return p
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Print the imported config on stdout, warnings on stderr."""
-    from hrneo.config import DEFAULT_TIMEOUT
-    from hrneo.importer import ImportFailure, render, run_import
+    """Print the imported config on stdout (or write it with --out), warnings on stderr."""
+    from hrneo.importer import ImportFailure, render, run_import, write_out
 
     try:
         result = run_import(
             args.format, args.paths, interfaces=args.interface, policy=args.policy,
-            ipset=args.ipset, ipset6=args.ipset6,
-            timeout=DEFAULT_TIMEOUT if args.timeout is None else args.timeout,
+            ipset=args.ipset, ipset6=args.ipset6, timeout=args.timeout,
+            cache_dirs=args.cache, longest_match=args.longest_match,
         )  # fmt: skip
     except ImportFailure as e:
         print(e, file=sys.stderr)
         return EXIT_USAGE
     for w in result.warnings:
         print(f"{w} (warning)", file=sys.stderr)
-    sys.stdout.write(render(result, f"{args.format} {' '.join(args.paths)}".rstrip()))
+    source = f"{args.format} {' '.join(args.paths)}".rstrip()
+    if args.out is None:
+        big = [p.name for p in result.policies if len(p.domains) > args.inline_max]
+        if big:
+            print(
+                f"import: {', '.join(big)}: more than {args.inline_max} domains written inline; "
+                "--out DIR writes them as list files, which load several times faster (note)",
+                file=sys.stderr,
+            )
+        sys.stdout.write(render(result, source))
+        return EXIT_OK
+    try:
+        written = write_out(result, source, args.out, args.inline_max)
+    except OSError as e:
+        print(f"{args.out}:0: cannot write: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"wrote {', '.join(written)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -116,11 +166,24 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
-def cmd_run(path: str, level: str) -> int:
-    """Run the daemon until SIGTERM/SIGINT."""
+def cmd_run(path: str | None, level: str, hydraroute: str | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT.
+
+    `hydraroute`: the policies come from that HydraRoute Neo directory, and
+    `path` (optional then) gives the other settings.
+    """
     setup_logging(level)
+    loader: Callable[[str], tuple[Config, list[str]]] = load_config
+    if hydraroute is not None:
+        from hrneo.importer import load_hydraroute_config
+
+        # The daemon reloads with loader(config.path): the directory.
+        loader = functools.partial(load_hydraroute_config, base=path)
+        path = hydraroute
+    elif path is None:
+        path = _default_config()
     try:
-        cfg, warnings = load_config(path)
+        cfg, warnings = loader(path)
     except ConfigError as e:
         for line in e.errors:
             log.error("%s", line)
@@ -130,7 +193,7 @@ def cmd_run(path: str, level: str) -> int:
     from hrneo.daemon import Daemon
 
     try:
-        return Daemon(cfg).run()
+        return Daemon(cfg, loader=loader).run()
     except (HrneoError, OSError) as e:
         log.error("hrneo cannot run: %s", e)
         return EXIT_FAIL
@@ -168,6 +231,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "import":
         return cmd_import(args)
     if args.command == "run":
-        return cmd_run(args.config or _default_config(), args.log_level)
+        return cmd_run(args.config, args.log_level, args.hydraroute)
     sock = args.socket or os.environ.get("HRNEO_SOCKET") or DEFAULT_SOCKET_PATH
     return cmd_status(sock, args.json)

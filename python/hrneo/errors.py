@@ -52,3 +52,8 @@ class FirewallError(HrneoError, RuntimeError):
 
 class ControlError(HrneoError, RuntimeError):
     """The control socket cannot be set up, or the daemon cannot be reached."""
+
+
+class ImportFailure(HrneoError):
+    """`hrneo import` cannot read its input, or the usage is wrong; the message is
+    `file:line: what`."""

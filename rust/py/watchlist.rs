@@ -75,6 +75,16 @@ impl PyWatchlist {
         Ok(Arc::make_mut(&mut w).add_source(path))
     }
 
+    /// Name source `index` anew (a converted or moved file). IndexError if there is none.
+    fn set_source(&self, index: u32, path: &str) -> PyResult<()> {
+        let mut w = self.inner.write().map_err(|_| Error::Closed("Watchlist"))?;
+        if Arc::make_mut(&mut w).set_source(index, path) {
+            Ok(())
+        } else {
+            Err(pyo3::exceptions::PyIndexError::new_err(format!("no source {index}")))
+        }
+    }
+
     /// Add a normalized domain of `policy`, written at `source`:`line`.
     /// Returns None if it is new, else (policy, source, line) of the first one,
     /// which keeps it.

@@ -5,6 +5,7 @@ from hrneo.config.loader import load_config
 from hrneo.config.model import (
     DEFAULT_CONFIG_PATH,
     DEFAULT_DNS_CHAINS,
+    DEFAULT_LIST_REFRESH,
     DEFAULT_NFLOG_GROUP,
     DEFAULT_RECHECK_INTERVAL,
     DEFAULT_RULE_PRIORITY,
@@ -15,12 +16,14 @@ from hrneo.config.model import (
     Policy,
     Route,
 )
-from hrneo.config.values import normalize_domain, parse_mark
+from hrneo.config.values import check_url, parse_mark
+from hrneo.domains import normalize_domain
 from hrneo.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_DNS_CHAINS",
+    "DEFAULT_LIST_REFRESH",
     "DEFAULT_NFLOG_GROUP",
     "DEFAULT_RECHECK_INTERVAL",
     "DEFAULT_RULE_PRIORITY",
@@ -31,6 +34,7 @@ __all__ = [
     "FirewallConfig",
     "Policy",
     "Route",
+    "check_url",
     "load_config",
     "normalize_domain",
     "parse_mark",

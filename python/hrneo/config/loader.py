@@ -21,6 +21,7 @@ from hrneo._core import Watchlist
 from hrneo.config import values as v
 from hrneo.config.model import (
     DEFAULT_DNS_CHAINS,
+    DEFAULT_LIST_REFRESH,
     DEFAULT_NFLOG_GROUP,
     DEFAULT_RECHECK_INTERVAL,
     DEFAULT_RULE_PRIORITY,
@@ -31,6 +32,7 @@ from hrneo.config.model import (
     Policy,
     Route,
 )
+from hrneo.domains import normalize_domain
 from hrneo.errors import ConfigError
 
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
@@ -141,11 +143,19 @@ class _Loader:
         top = self.mapping(
             root,
             "config",
-            ("nflog_group", "firewall", "policies", "control_socket", "conntrack_events"),
+            (
+                "nflog_group",
+                "firewall",
+                "policies",
+                "control_socket",
+                "conntrack_events",
+                "list_refresh",
+            ),
         )
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, v.int_range(0, 65535))
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
+        refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
         policies: list[Policy] = []
         if "policies" not in top:
@@ -166,6 +176,7 @@ class _Loader:
             policies=tuple(policies),
             control_socket=sock,
             conntrack_events=ct_events,
+            list_refresh=refresh,
             watchlist=self.watchlist,
         )
 
@@ -221,6 +232,7 @@ class _Loader:
             "maxelem",
             "domains",
             "domain_files",
+            "domain_urls",
             "static",
             "route",
         )
@@ -246,7 +258,7 @@ class _Loader:
                     self.error(dnode, f"domains: {raw!r} is not a domain name")
                     continue
                 try:
-                    dom, warning = v.normalize_domain(raw)
+                    dom, warning = normalize_domain(raw)
                 except ValueError as e:
                     self.error(dnode, str(e))
                     continue
@@ -263,6 +275,18 @@ class _Loader:
                 path = raw if os.path.isabs(raw) else os.path.join(self.base, raw)
                 files.append(path)
                 self.domain_file(fnode, path, self.watchlist.add_source(path), add)
+        urls: list[str] = []
+        if "domain_urls" in m:
+            for unode in self.sequence(m["domain_urls"][1], "domain_urls"):
+                try:
+                    url = v.check_url(self.scalar(unode))
+                except (ValueError, TypeError) as e:
+                    self.error(unode, f"domain_urls: {e}")
+                    continue
+                if url in urls:
+                    self.warn(unode, f"domain_urls: {url} is listed twice")
+                else:
+                    urls.append(url)
         static: list[str] = []
         if "static" in m:
             for snode in self.sequence(m["static"][1], "static"):
@@ -280,7 +304,7 @@ class _Loader:
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
-        if self.watchlist.count(index) == 0 and not static:
+        if self.watchlist.count(index) == 0 and not static and not urls:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
         timeout = self.get(m, "timeout", DEFAULT_TIMEOUT, v.int_range(0, 2147483))
@@ -296,6 +320,7 @@ class _Loader:
             reconnect=reconnect,
             maxelem=maxelem,
             domain_files=tuple(files),
+            domain_urls=tuple(urls),
             static=tuple(static),
             route=route,
             line=node.start_mark.line + 1,
@@ -336,7 +361,7 @@ class _Loader:
         if not raw:
             return
         try:
-            dom, warning = v.normalize_domain(raw)
+            dom, warning = normalize_domain(raw)
         except ValueError as e:
             self.errors.append(f"{path}:{lineno}: {e}")
             return

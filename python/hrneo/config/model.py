@@ -14,6 +14,8 @@ DEFAULT_NFLOG_GROUP = 100
 DEFAULT_DNS_CHAINS = ("OUTPUT", "FORWARD")
 DEFAULT_TIMEOUT = 3600
 DEFAULT_RECHECK_INTERVAL = 30.0
+# Lists from URLs (domain_urls) are fetched again this often, in seconds.
+DEFAULT_LIST_REFRESH = 86400
 # hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
 # recognise (and delete) the ones it left behind.
 DEFAULT_RULE_PRIORITY = 9000
@@ -50,6 +52,8 @@ class Policy:
     reconnect: bool = True
     maxelem: int | None = None
     domain_files: tuple[str, ...] = ()
+    # Lists fetched over http(s) by the daemon (hrneo.listfetch), not read here.
+    domain_urls: tuple[str, ...] = ()
     static: tuple[str, ...] = ()
     route: Route | None = None
     line: int = 0
@@ -99,4 +103,5 @@ class Config:
     control_socket: str = DEFAULT_SOCKET_PATH
     # Keep a conntrack index from kernel events, so a flush needs no table dump.
     conntrack_events: bool = True
+    list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
     watchlist: Watchlist = field(default_factory=Watchlist, repr=False, compare=False)

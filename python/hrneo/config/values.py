@@ -5,38 +5,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from typing import Callable
 
 _SETNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
-_DOMAIN_RE = re.compile(r"^[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*$")
 _RESERVED_TABLES = (253, 254, 255)  # default, main, local
-
-
-def normalize_domain(raw: str) -> tuple[str, str | None]:
-    """Lower-case, punycode and check one domain; return (domain, warning or None).
-
-    Raises ValueError with the reason if the domain is unusable.
-    """
-    name = raw.strip().lower()
-    warning = None
-    if name.startswith("*."):
-        name = name[2:]
-        warning = f"leading '*.' stripped from {raw!r}: a domain always matches its subdomains"
-    elif name.startswith("."):
-        name = name.lstrip(".")
-        warning = f"leading '.' stripped from {raw!r}: a domain always matches its subdomains"
-    name = name.removesuffix(".")  # absolute form "example.com." means the same
-    if not name.isascii():
-        try:
-            # IDNA 2003 (stdlib); the wire carries the punycode form.
-            name = name.encode("idna").decode("ascii")
-        except UnicodeError as e:
-            raise ValueError(f"invalid international domain {raw!r}: {e}") from None
-    if len(name) > 253:
-        raise ValueError(f"domain {raw!r} is longer than 253 characters")
-    if not _DOMAIN_RE.match(name):
-        raise ValueError(f"invalid domain {raw!r}: labels must be 1..63 characters of a-z 0-9 - _")
-    return name, warning
 
 
 def parse_mark(value: object) -> int:
@@ -91,6 +64,27 @@ def path(v: object) -> str:
     """A non-empty path without NUL."""
     if not isinstance(v, str) or not v or "\0" in v:
         raise ValueError(f"expected a path, not {v!r}")
+    return v
+
+
+def list_refresh(v: object) -> int:
+    """Seconds between fetches of domain_urls: 60..30 days, or 0 (at start only)."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"expected a number of seconds, not {v!r}")
+    if v != 0 and not 60 <= v <= 30 * 86400:
+        raise ValueError(f"{v} is out of range 60..2592000 (or 0: fetch at start only)")
+    return v
+
+
+def check_url(v: object) -> str:
+    """`v` if it is an http(s) URL with a host and no spaces; else ValueError/TypeError."""
+    if not isinstance(v, str):
+        raise TypeError(f"{v!r} is not a URL")
+    parts = urllib.parse.urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{v!r} is not an http:// or https:// URL")
+    if any(c.isspace() for c in v):
+        raise ValueError(f"{v!r} has spaces in it")
     return v
 
 
