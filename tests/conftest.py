@@ -7,13 +7,9 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from netns import Netns, leftover_namespaces
+from hrneo.testing.netns import Netns, leftover_namespaces
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

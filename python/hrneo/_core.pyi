@@ -193,7 +193,8 @@ class ConntrackFlusher(_Closeable):
     def stats(self) -> dict[str, int]:
         """calls, dumped, matched, deleted, already_gone, errors, unparsed, tracking,
         index_entries, events, resyncs (initial dump included), lost (ENOBUFS),
-        index_lookups (flushes without a dump), index_full."""
+        index_lookups (flushes without a dump), index_full, dns_filtered (1 while the
+        events of DNS flows are dropped in the kernel)."""
 
 # ---------------------------------------------------------------- watchlist
 

@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
 
+use super::filter;
 use super::index::EntryIndex;
 use super::message::*;
 use crate::nl::consts::AF_UNSPEC;
@@ -75,11 +76,13 @@ pub struct FlusherStats {
     pub index_lookups: u64,
     /// Times the index reached INDEX_CAP and was dropped.
     pub index_full: u64,
+    /// 1 while the events of DNS flows are dropped in the kernel (see `filter`).
+    pub dns_filtered: u64,
 }
 
 impl FlusherStats {
     /// Every counter with its name, for status reports.
-    pub fn as_pairs(&self) -> [(&'static str, u64); 14] {
+    pub fn as_pairs(&self) -> [(&'static str, u64); 15] {
         [
             ("calls", self.calls),
             ("dumped", self.dumped),
@@ -95,6 +98,7 @@ impl FlusherStats {
             ("lost", self.lost),
             ("index_lookups", self.index_lookups),
             ("index_full", self.index_full),
+            ("dns_filtered", self.dns_filtered),
         ]
     }
 }
@@ -113,16 +117,21 @@ struct Tracker {
     sock: NetfilterSocket,
     buf: Vec<u8>,
     index: EntryIndex,
+    filtered: bool,
 }
 
 impl Tracker {
     /// Subscribe, so that every entry confirmed from now on is queued to us.
+    /// DNS flows are filtered out in the kernel (see `filter`); a kernel that
+    /// refuses the filter only costs their events.
     fn open(rcvbuf: usize) -> io::Result<Self> {
         let sock = NetfilterSocket::open()?;
+        let filtered = filter::attach(sock.fd()).is_ok();
         sock.join_groups(&[NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_DESTROY])?;
         sock.set_rcvbuf(rcvbuf)?;
         sock.set_nonblocking(true)?;
-        Ok(Tracker { sock, buf: vec![0; EVENT_BUF], index: EntryIndex::new(INDEX_CAP) })
+        let index = EntryIndex::new(INDEX_CAP);
+        Ok(Tracker { sock, buf: vec![0; EVENT_BUF], index, filtered })
     }
 
     /// Read every queued event into the index; returns how many were read.
@@ -217,6 +226,7 @@ impl ConntrackFlusher {
         let mut s = self.stats;
         if let Some(t) = &self.tracker {
             s.tracking = 1;
+            s.dns_filtered = u64::from(t.filtered);
             s.index_entries = t.index.len() as u64;
             s.index_full = t.index.overflows;
         }
@@ -271,15 +281,19 @@ impl ConntrackFlusher {
         let batches = delete_datagrams(&victims, self.batch, || sock.next_seq());
         let mut chunks = victims.chunks(self.batch.max(1));
         for (d, seqs) in batches {
-            let acks = self
+            let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else { continue };
+            let replies = self
                 .sock
-                .request_acks(d.as_bytes(), &seqs)
+                .request_failures(d.as_bytes(), first, last)
                 .map_err(|e| Error::io("ctnetlink: delete", e))?;
-            let (ok, gone, failed) = tally(acks.values().copied());
+            // Only failures are answered (and the last request): the rest were deleted.
+            let codes: Vec<i32> =
+                seqs.iter().map(|s| replies.get(s).copied().unwrap_or(0)).collect();
+            let (ok, gone, failed) = tally(codes.iter().copied());
             deleted += ok;
             let chunk = chunks.next().unwrap_or(&[]);
-            for (seq, v) in seqs.iter().zip(chunk) {
-                if acks.get(seq) == Some(&0) {
+            for (code, v) in codes.iter().zip(chunk) {
+                if *code == 0 {
                     if let Some(a) = v.matched_in(addrs) {
                         *out.per_address.entry(a).or_insert(0) += 1;
                     }
@@ -290,8 +304,8 @@ impl ConntrackFlusher {
             // Deleted or already gone: out of the index now, so the next flush
             // does not try again before the DESTROY event is read.
             if let Some(t) = self.tracker.as_mut() {
-                for (seq, v) in seqs.iter().zip(chunk) {
-                    if matches!(acks.get(seq), Some(&c) if c == 0 || c == -libc::ENOENT) {
+                for (&code, v) in codes.iter().zip(chunk) {
+                    if code == 0 || code == -libc::ENOENT {
                         t.index.remove(v);
                     }
                 }

@@ -83,11 +83,12 @@ impl Victim {
     }
 }
 
-/// One DELETE message for `v`, acked, with its own sequence number.
-pub(crate) fn write_delete(d: &mut Datagram, seq: u32, v: &Victim) {
+/// One DELETE message for `v` with its own sequence number; with `ack` the
+/// kernel acks it whatever the outcome, without only when it fails.
+pub(crate) fn write_delete(d: &mut Datagram, seq: u32, v: &Victim, ack: bool) {
     let mut m = d.message(
         nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE),
-        NLM_F_ACK,
+        if ack { NLM_F_ACK } else { 0 },
         seq,
         Nfgenmsg::new(v.family, 0),
     );
@@ -203,7 +204,8 @@ fn parse_body<'a>(m: &NlMsg<'a>) -> Option<DumpedEntry<'a>> {
     Some(DumpedEntry { family, orig_dst, reply_src, tuple: orig.data, id, zone })
 }
 
-/// Group victims into datagrams of at most `batch` DELETE messages.
+/// Group victims into datagrams of at most `batch` DELETE messages, the last
+/// of each acked (the others are answered only if they fail).
 /// Returns each datagram with the sequence numbers it carries.
 pub(crate) fn delete_datagrams(
     victims: &[Victim],
@@ -216,9 +218,10 @@ pub(crate) fn delete_datagrams(
             let mut d = Datagram::with_capacity(chunk.len() * 96);
             let seqs = chunk
                 .iter()
-                .map(|v| {
+                .enumerate()
+                .map(|(k, v)| {
                     let seq = next_seq();
-                    write_delete(&mut d, seq, v);
+                    write_delete(&mut d, seq, v, k + 1 == chunk.len());
                     seq
                 })
                 .collect();
@@ -355,7 +358,7 @@ mod tests {
         assert_eq!(e.orig_dst, "198.51.100.7".parse::<IpAddr>().unwrap());
         assert_eq!(e.id, Some(0xdeadbeef));
         let mut d = Datagram::new();
-        write_delete(&mut d, 7, &e.victim());
+        write_delete(&mut d, 7, &e.victim(), true);
 
         let orig = tuple_v4([192, 0, 2, 1], [198, 51, 100, 7], 40000, 53);
         let payload = [
@@ -387,7 +390,7 @@ mod tests {
         let e = parse_entry(&messages(&cap).next().unwrap()).unwrap();
         assert_eq!((e.zone, e.id, e.reply_src), (Some([0, 7]), None, None));
         let mut d = Datagram::new();
-        write_delete(&mut d, 1, &e.victim());
+        write_delete(&mut d, 1, &e.victim(), true);
         let tail = nla(CTA_ZONE, &[0, 7]);
         assert!(d.as_bytes().ends_with(&tail));
         let nested_ty = &d.as_bytes()[22..24];

@@ -1,6 +1,7 @@
 //! Deleting the conntrack entries of addresses new to a set, so the next
 //! packets of those connections are routed anew (ctnetlink, nfnetlink subsystem 1).
 
+mod filter;
 mod flusher;
 mod index;
 mod message;

@@ -159,6 +159,9 @@ impl IpsetSession {
     /// Send ADDs of `entries` (indices into `all`), chunked; return seq -> ack.
     /// Send ADDs of `idx` (indices into `all`), chunked; returns the indices
     /// that were new, those that were present, and the first other error code.
+    /// Only the last ADD of a datagram asks for an ack: the kernel answers the
+    /// others only when they fail (with EXCL: -IPSET_ERR_EXIST for a present
+    /// element), so a batch of new entries costs one reply, not one per entry.
     pub(crate) fn add_round(
         &mut self,
         set: &str,
@@ -169,49 +172,30 @@ impl IpsetSession {
     ) -> Result<(Vec<usize>, Vec<usize>, Option<i32>)> {
         let (mut new, mut present, mut err) = (Vec::new(), Vec::new(), None);
         let mut d = std::mem::take(&mut self.scratch);
-        let res = self.add_chunks(
-            &mut d,
-            set,
-            all,
-            idx,
-            timeout,
-            excl,
-            (&mut new, &mut present, &mut err),
-        );
-        self.scratch = d;
-        res?;
-        Ok((new, present, err))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn add_chunks(
-        &mut self,
-        d: &mut Datagram,
-        set: &str,
-        all: &[Entry],
-        idx: &[usize],
-        timeout: Option<u32>,
-        excl: bool,
-        (new, present, err): (&mut Vec<usize>, &mut Vec<usize>, &mut Option<i32>),
-    ) -> Result<()> {
+        let mut sent = Vec::with_capacity(idx.len().min(self.chunk));
+        let mut res = Ok(());
         for part in idx.chunks(self.chunk) {
             d.clear();
-            let mut sent = Vec::with_capacity(part.len());
-            let mut seqs = Vec::with_capacity(part.len());
-            for &i in part {
+            sent.clear();
+            for (k, &i) in part.iter().enumerate() {
                 let seq = self.sock.next_seq();
-                msg_add(d, seq, set, &all[i], timeout, excl);
+                msg_add(&mut d, seq, set, &all[i], timeout, excl, k + 1 == part.len());
                 sent.push((seq, i));
-                seqs.push(seq);
             }
-            let acks = self.sock.request_acks(d.as_bytes(), &seqs).map_err(|e| io_error(set, e))?;
-            let (n, p, e) = classify_acks(&sent, &acks);
+            let (first, last) = (sent[0].0, sent[sent.len() - 1].0);
+            let replies = match self.sock.request_failures(d.as_bytes(), first, last) {
+                Ok(r) => r,
+                Err(e) => {
+                    res = Err(io_error(set, e));
+                    break;
+                }
+            };
+            let (n, p, e) = classify_acks(&sent, &replies);
             new.extend(n);
             present.extend(p);
-            if err.is_none() {
-                *err = e;
-            }
+            err = err.or(e);
         }
-        Ok(())
+        self.scratch = d;
+        res.map(|()| (new, present, err))
     }
 }

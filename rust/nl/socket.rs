@@ -138,8 +138,12 @@ impl NetfilterSocket {
     /// One `recv` into `buf`. `WouldBlock` on a non-blocking socket with nothing
     /// queued; `ENOBUFS` (raw os error) when the kernel dropped messages.
     pub fn recv_into(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_flags(buf, Msg::empty())
+    }
+
+    fn recv_flags(&self, buf: &mut [u8], flags: Msg) -> io::Result<usize> {
         loop {
-            match self.sock.recv(&mut *buf, Msg::empty()) {
+            match self.sock.recv(&mut *buf, flags) {
                 Ok((n, _)) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -165,12 +169,21 @@ impl NetfilterSocket {
         deadline: Instant,
         on_msg: &mut dyn FnMut(&NlMsg<'_>),
     ) -> io::Result<bool> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if !self.wait_readable(Some(left))? {
-            return Ok(false);
-        }
         let mut buf = std::mem::take(&mut self.recv_buf);
-        let res = self.recv_into(&mut buf);
+        // Replies to a request are queued by the time send() returns (the kernel
+        // answers synchronously): read first, poll only when nothing is there.
+        let mut res = self.recv_flags(&mut buf, Msg::DONTWAIT);
+        if matches!(&res, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.wait_readable(Some(left)) {
+                Ok(true) => res = self.recv_flags(&mut buf, Msg::DONTWAIT),
+                Ok(false) => {
+                    self.recv_buf = buf;
+                    return Ok(false);
+                }
+                Err(e) => res = Err(e),
+            }
+        }
         let out = res.map(|n| {
             for m in messages(&buf[..n]) {
                 on_msg(&m);
@@ -218,6 +231,40 @@ impl NetfilterSocket {
             }
         }
         Ok(acks)
+    }
+
+    /// Send a datagram of requests numbered `first..=last` (wrapping), of which
+    /// only the last carries NLM_F_ACK, and collect the replies: the kernel acks
+    /// a request without NLM_F_ACK only when it fails, and handles requests in
+    /// order, so once the last one's ack is in every failure is known. Returns
+    /// seq -> negative errno for the failed ones, and the last one's code
+    /// (0 when it succeeded). One reply datagram when nothing fails.
+    pub fn request_failures(
+        &mut self,
+        datagram: &[u8],
+        first: u32,
+        last: u32,
+    ) -> io::Result<HashMap<u32, i32>> {
+        let span = last.wrapping_sub(first);
+        let mut replies: HashMap<u32, i32> = HashMap::new();
+        self.send(datagram)?;
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        while !replies.contains_key(&last) {
+            let mut on_msg = |m: &NlMsg<'_>| {
+                if let (Some(code), Some(seq)) = (m.error_code(), m.acked_seq()) {
+                    if seq.wrapping_sub(first) <= span && (code != 0 || seq == last) {
+                        replies.insert(seq, code);
+                    }
+                }
+            };
+            if !self.recv_batch(deadline, &mut on_msg)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "netlink: the ack of the last request never arrived",
+                ));
+            }
+        }
+        Ok(replies)
     }
 
     /// Send a dump request (which must carry `seq`) and pass every reply

@@ -9,15 +9,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from conftest import require
 from dnsserver import build_message, query_tcp, query_udp
 from topology import (

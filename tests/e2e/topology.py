@@ -25,10 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from dnsserver import DnsServer
-from netns import Netns, link
+from hrneo.testing.netns import Netns, link
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = os.environ.get("HRNEO_PYTHON", sys.executable)

@@ -8,6 +8,7 @@ before and after a flush is read back with the `conntrack` program.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterable
 from typing import NamedTuple
@@ -15,7 +16,7 @@ from typing import NamedTuple
 import pytest
 from conftest import require_kernel_tools
 from hrneo import ConntrackFlusher
-from netns import Netns
+from hrneo.testing.netns import Netns
 
 pytestmark = pytest.mark.kernel
 
@@ -296,3 +297,31 @@ def test_lost_events_fall_back_to_one_dump_then_the_index_works_again(router: Ne
     st = flusher.stats()
     assert st["lost"] == lost and st["resyncs"] == 2 and st["index_lookups"] == 1
     assert st["deleted"] == 30 and st["already_gone"] == 0 and st["errors"] == 0
+
+
+def test_events_of_dns_flows_never_reach_the_index(router: Netns) -> None:
+    flusher = make_tracking(router)
+    assert flusher.stats()["dns_filtered"] == 1
+    base = flusher.stats()["index_entries"]
+    # A resolver's traffic: UDP and TCP to port 53 (the TCP SYN alone makes an entry).
+    send_udp(router, socket.AF_INET, (("198.51.100.53", 53), ("203.0.113.53", 53)))
+    send_udp(router, socket.AF_INET6, (("2001:db8:1::53", 53),))
+    with router.enter():
+        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    t.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        t.connect(("198.51.100.54", 53))
+    # And two ordinary flows.
+    send_udp(router, socket.AF_INET, (("198.51.100.80", 8080),))
+    send_udp(router, socket.AF_INET6, (("2001:db8:1::80", 443),))
+    try:
+        flusher.poll_events()
+        st = flusher.stats()
+        assert len(all_entries(router)) >= 6, "the kernel tracks all of them"
+        assert st["index_entries"] == base + 2, st
+        assert st["events"] == 2 and st["lost"] == 0
+        # An ordinary flow is found without a dump.
+        assert flusher.flush(["198.51.100.80"]) == 1
+        assert flusher.stats()["resyncs"] == 1
+    finally:
+        t.close()

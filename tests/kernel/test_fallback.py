@@ -15,7 +15,7 @@ from conftest import require
 from hrneo import IpsetBatch
 from hrneo.errors import IpsetError
 from hrneo.fallback import CliConntrackFlusher, CliIpsetBatch
-from netns import Netns
+from hrneo.testing.netns import Netns
 
 pytestmark = pytest.mark.kernel
 

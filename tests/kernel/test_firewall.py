@@ -14,7 +14,7 @@ import pytest
 from conftest import require_kernel_tools
 from hrneo.config import Config, load_config
 from hrneo.firewall import Firewall, TableRoute
-from netns import Netns
+from hrneo.testing.netns import Netns
 
 pytestmark = pytest.mark.kernel
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import require
-from netns import Netns
+from hrneo.testing.netns import Netns
 
 pytestmark = pytest.mark.kernel
 

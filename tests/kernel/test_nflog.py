@@ -5,19 +5,14 @@ from __future__ import annotations
 
 import errno
 import socket
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
-
 from conftest import require_kernel_tools
-from dnswire import message, tcp_frame
 from hrneo import DnsEvent, NflogReader
-from netns import Netns, link
+from hrneo.testing.dnswire import message, tcp_frame
+from hrneo.testing.netns import Netns, link
 
 pytestmark = pytest.mark.kernel
 

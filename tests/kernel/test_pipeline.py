@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import socket
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -15,14 +14,11 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
-
 from conftest import require_kernel_tools
-from dnswire import message
 from hrneo import Pipeline, Plan
 from hrneo.config import Config, load_config
-from netns import Netns, link
+from hrneo.testing.dnswire import message
+from hrneo.testing.netns import Netns, link
 
 pytestmark = pytest.mark.kernel
 

@@ -4,17 +4,15 @@ and on packets built here, broken in the ways the parser must survive."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-sys.path.insert(0, str(FIXTURES))
 
-from dnswire import ipv4_udp, ipv6_udp, message
 from hrneo import _core
+from hrneo.testing.dnswire import ipv4_udp, ipv6_udp, message
 
 INDEX: dict[str, dict[str, Any]] = json.loads((FIXTURES / "packets" / "index.json").read_text())
 

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from hrneo.bench.netns import BenchNetns
+from hrneo.testing.netns import Netns
 
 log = logging.getLogger("hrneo.bench.core")
 
@@ -192,7 +192,7 @@ def bench_ipset(quick: bool) -> list[Result]:
 # ------------------------------------------------------------------ conntrack
 
 
-def setup_conntrack(ns: BenchNetns) -> None:
+def setup_conntrack(ns: Netns) -> None:
     """Routes out of a veth to a neighbour nobody answers for, and conntrack on."""
     ns.sh("ip link add v0 type veth peer name v1")
     ns.sh(f"ip addr add {SRC4}/24 dev v0")
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"missing programs: {', '.join(missing)}", file=sys.stderr)
             return 2
     results: list[Result] = []
-    ns = BenchNetns() if needs_kernel else None
+    ns = Netns(prefix="hrneo-b") if needs_kernel else None
     try:
         if ns is not None:
             setup_conntrack(ns)

@@ -1,8 +1,8 @@
-"""Private network namespaces for kernel and end-to-end tests.
+"""Private network namespaces for tests and benchmarks (root only).
 
-Every namespace made here is named ``hrneo-t<pid>-<n>``, uses only
-documentation addresses, and is deleted (with every process left in it) when
-the test ends, whatever way it ends.
+Every namespace made here is named ``<prefix><pid>-<n>`` (``hrneo-t`` for the
+tests, ``hrneo-b`` for the benchmarks), uses only documentation addresses, and
+is deleted (with every process left in it) by :meth:`Netns.delete`.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ def _setns(fd: int) -> None:
 class Netns:
     """One network namespace with its loopback up."""
 
-    def __init__(self, tag: str = "") -> None:
-        self.name = f"hrneo-t{os.getpid()}-{next(_counter)}{tag}"
+    def __init__(self, tag: str = "", prefix: str = "hrneo-t") -> None:
+        self.name = f"{prefix}{os.getpid()}-{next(_counter)}{tag}"
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         self.alive = True
         self.sh("ip link set lo up")
