@@ -575,7 +575,9 @@ fn verbose_notes_tell_new_and_refreshed_with_the_question() {
     assert!(lines.contains(&"vpn1 +2001:db8::80 b.example.org".to_string()), "{lines:?}");
     r.p.set_verbose(false);
     r.feed(vec![answer(&["c.example.org"], &["192.0.2.81"])]);
-    assert!(r.p.take_notes().iter().all(|(l, _)| *l != Level::Debug));
+    assert!(r.p.wait_flushed(Duration::from_secs(5)));
+    // The conntrack thread's own DEBUG lines may come; per-address lines may not.
+    assert!(r.p.take_notes().iter().all(|(_, n)| !n.starts_with("vpn1 ")));
 }
 
 #[test]
