@@ -216,6 +216,12 @@ impl ConntrackFlusher {
         Ok(f)
     }
 
+    /// Whether a flush now would be answered from the event index (no dump):
+    /// tracking, and no event lost since the index was last built.
+    pub fn index_ready(&self) -> bool {
+        self.tracker.as_ref().is_some_and(|t| t.index.is_valid())
+    }
+
     /// The event socket's descriptor, when tracking.
     pub fn event_fd(&self) -> Option<i32> {
         self.tracker.as_ref().map(|t| t.sock.fd())

@@ -42,7 +42,6 @@ impl EntryIndex {
         self.entries.is_empty()
     }
 
-    #[cfg(test)]
     pub fn is_valid(&self) -> bool {
         self.valid
     }

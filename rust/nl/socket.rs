@@ -19,14 +19,16 @@ use super::parse::{messages, NlMsg};
 /// when acks were dropped (receive buffer overrun).
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Receive buffer for replies: large enough for any single datagram the
-/// kernel sends (dumps use at most 32 KiB per skb; error acks echo requests).
-const RECV_BUF: usize = 256 * 1024;
+/// Datagrams read per recvmmsg(2), and the size of each slot: the kernel's
+/// dump replies are at most 32 KiB per datagram, acks are small (even when
+/// they echo the request).
+const RECV_SLOTS: usize = 8;
+const RECV_SLOT: usize = 32 * 1024;
 
 pub struct NetfilterSocket {
     sock: NlSocket,
     seq: u32,
-    recv_buf: Vec<u8>,
+    recv_slots: Vec<Vec<u8>>,
 }
 
 fn setsockopt_int(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
@@ -66,7 +68,7 @@ impl NetfilterSocket {
     /// Open and bind a NETLINK_NETFILTER socket (blocking).
     pub fn open() -> io::Result<Self> {
         let sock = NlSocket::connect(NlFamily::Netfilter, None, Groups::empty())?;
-        Ok(NetfilterSocket { sock, seq: initial_seq(), recv_buf: vec![0; RECV_BUF] })
+        Ok(NetfilterSocket { sock, seq: initial_seq(), recv_slots: Vec::new() })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -151,6 +153,60 @@ impl NetfilterSocket {
         }
     }
 
+    /// Receive what is queued, up to `slots.len()` (at most 16) datagrams, in one
+    /// recvmmsg(2) without blocking; `lens` gets the length of each (empty when
+    /// nothing is queued). A datagram larger than its slot is cut: its length is
+    /// given as 0 and it is counted in the returned number (callers size slots for
+    /// the largest datagram the kernel sends them, so this is a bug, not load).
+    /// `ENOBUFS` (raw os error) when the kernel dropped messages.
+    pub fn recv_many(&self, slots: &mut [Vec<u8>], lens: &mut Vec<usize>) -> io::Result<usize> {
+        const MAX: usize = 16;
+        lens.clear();
+        let n = slots.len().min(MAX);
+        // SAFETY: all-zero is a valid iovec and mmsghdr (null pointers, zero lengths).
+        let mut iov: [libc::iovec; MAX] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut hdrs: [libc::mmsghdr; MAX] = unsafe { std::mem::zeroed() };
+        for (i, slot) in slots.iter_mut().take(n).enumerate() {
+            iov[i] = libc::iovec { iov_base: slot.as_mut_ptr().cast(), iov_len: slot.len() };
+            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let got = loop {
+            // SAFETY: `hdrs[..n]` are initialised; each points at its own `iov[i]`,
+            // which points at `slots[i]`, all alive and unmoved for the call, with
+            // the exact lengths given; the kernel writes only within them.
+            let rc = unsafe {
+                libc::recvmmsg(
+                    self.fd(),
+                    hdrs.as_mut_ptr(),
+                    n as _,
+                    libc::MSG_DONTWAIT as _,
+                    std::ptr::null_mut(),
+                )
+            };
+            if rc >= 0 {
+                break rc as usize;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Ok(0),
+                _ => return Err(e),
+            }
+        };
+        let mut cut = 0;
+        for h in &hdrs[..got] {
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                cut += 1;
+                lens.push(0);
+            } else {
+                lens.push(h.msg_len as usize);
+            }
+        }
+        Ok(cut)
+    }
+
     /// Wait until the socket is readable. `None` waits forever; EINTR is retried.
     pub fn wait_readable(&self, timeout: Option<Duration>) -> io::Result<bool> {
         loop {
@@ -162,40 +218,45 @@ impl NetfilterSocket {
         }
     }
 
-    /// Receive one datagram (waiting at most until `deadline`) and hand each
-    /// message to `on_msg`. Returns false on timeout.
+    /// Receive what is queued (waiting at most until `deadline` for the first
+    /// datagram) and hand each message to `on_msg`. Returns false on timeout.
     fn recv_batch(
         &mut self,
         deadline: Instant,
         on_msg: &mut dyn FnMut(&NlMsg<'_>),
     ) -> io::Result<bool> {
-        let mut buf = std::mem::take(&mut self.recv_buf);
+        let mut slots = std::mem::take(&mut self.recv_slots);
+        if slots.is_empty() {
+            // Allocated on first use: sockets that only send never pay for it.
+            slots = vec![vec![0; RECV_SLOT]; RECV_SLOTS];
+        }
+        let mut lens = Vec::with_capacity(slots.len());
         // Replies to a request are queued by the time send() returns (the kernel
         // answers synchronously): read first, poll only when nothing is there.
-        let mut res = self.recv_flags(&mut buf, Msg::DONTWAIT);
-        if matches!(&res, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+        let mut res = self.recv_many(&mut slots, &mut lens);
+        if res.is_ok() && lens.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.wait_readable(Some(left)) {
-                Ok(true) => res = self.recv_flags(&mut buf, Msg::DONTWAIT),
+            res = match self.wait_readable(Some(left)) {
+                Ok(true) => self.recv_many(&mut slots, &mut lens),
                 Ok(false) => {
-                    self.recv_buf = buf;
+                    self.recv_slots = slots;
                     return Ok(false);
                 }
-                Err(e) => res = Err(e),
+                Err(e) => Err(e),
+            };
+        }
+        if res.is_ok() {
+            for (slot, &n) in slots.iter().zip(&lens) {
+                for m in messages(&slot[..n]) {
+                    on_msg(&m);
+                }
             }
         }
-        let out = res.map(|n| {
-            for m in messages(&buf[..n]) {
-                on_msg(&m);
-            }
-            true
-        });
-        self.recv_buf = buf;
-        match out {
-            // A non-blocking socket can still race poll; try again.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
-            other => other,
-        }
+        self.recv_slots = slots;
+        // Nothing read after a poll that said readable: a race; the caller loops.
+        // A cut reply (impossible with 32 KiB slots) loses its messages: the
+        // caller's wait for them ends in its time-out.
+        res.map(|_| true)
     }
 
     /// Send a datagram of requests that all carry NLM_F_ACK and collect the ack

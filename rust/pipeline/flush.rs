@@ -1,13 +1,17 @@
-//! The conntrack thread: deletes the entries of new addresses off the hot path.
+//! Deleting the conntrack entries of new addresses, and the thread that does
+//! it when that is slow.
 //!
-//! A flush costs a table dump when the event index is not valid (~10 ms even
-//! for an empty table: the kernel walks a hash shared by every namespace), far
-//! too slow for the hot path. The pipeline `submit`s new addresses AFTER their
-//! set commit, so an address's entries are only ever deleted once it is in its
-//! set. Everything submitted while a flush runs is coalesced into the next
-//! single call: at most one flush in flight and one pending, whatever the load.
-//! Between flushes the thread keeps the flusher's event index current, so the
-//! event socket never overflows.
+//! The pipeline `submit`s new addresses AFTER their set commit, so an
+//! address's entries are only ever deleted once it is in its set. While the
+//! flusher's event index is valid a flush is a lookup (and DELETEs only when
+//! there are entries): `submit` does it at once, in the caller's thread, which
+//! costs far less than waking another thread. Otherwise a flush costs a table
+//! dump (~10 ms even for an empty table: the kernel walks a hash shared by
+//! every namespace), far too slow for the hot path: the addresses go to the
+//! conntrack thread, and everything submitted while a flush runs is coalesced
+//! into the next single call: at most one flush in flight and one pending,
+//! whatever the load. Between flushes the thread keeps the event index
+//! current, so the event socket never overflows.
 
 use std::collections::HashMap;
 use std::collections::HashSet;
@@ -41,6 +45,10 @@ pub trait Flusher: Send {
     fn flush_counted(&mut self, addrs: &HashSet<IpAddr>) -> Result<Flushed>;
     /// Counters.
     fn stats(&self) -> FlusherStats;
+    /// Whether a flush now would be a lookup in a valid index (no dump).
+    fn index_ready(&self) -> bool {
+        false
+    }
 }
 
 impl Flusher for ConntrackFlusher {
@@ -55,6 +63,9 @@ impl Flusher for ConntrackFlusher {
     }
     fn stats(&self) -> FlusherStats {
         ConntrackFlusher::stats(self)
+    }
+    fn index_ready(&self) -> bool {
+        ConntrackFlusher::index_ready(self)
     }
 }
 
@@ -87,6 +98,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     idle: Condvar,
+    flusher: Mutex<Box<dyn Flusher>>,
 }
 
 /// The thread and the way to hand it work.
@@ -95,6 +107,7 @@ pub struct FlushWorker {
     wake: UnixStream,
     thread: Option<JoinHandle<()>>,
     tracking: bool,
+    notes: Notes,
 }
 
 impl FlushWorker {
@@ -103,13 +116,19 @@ impl FlushWorker {
         let (wake, wake_rx) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         wake_rx.set_nonblocking(true)?;
-        let shared = Arc::new(Shared { state: Mutex::new(State::default()), idle: Condvar::new() });
         let tracking = flusher.event_fd().is_some();
+        let event_fd = flusher.event_fd();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            idle: Condvar::new(),
+            flusher: Mutex::new(flusher),
+        });
         let s = Arc::clone(&shared);
+        let n = notes.clone();
         let thread = std::thread::Builder::new()
             .name("hrneo-conntrack".to_string())
-            .spawn(move || run(flusher, s, wake_rx, notes))?;
-        Ok(FlushWorker { shared, wake, thread: Some(thread), tracking })
+            .spawn(move || run(event_fd, s, wake_rx, n))?;
+        Ok(FlushWorker { shared, wake, thread: Some(thread), tracking, notes })
     }
 
     /// Whether the flusher keeps an index from conntrack events.
@@ -119,7 +138,19 @@ impl FlushWorker {
 
     /// Queue addresses (already in their sets) for the next flush; `slot` is
     /// the policy counter each is credited to. Never blocks long.
-    pub fn submit(&self, addrs: impl IntoIterator<Item = (IpAddr, usize)>) {
+    pub fn submit(&self, addrs: Vec<(IpAddr, usize)>) {
+        // At once when the flusher is free and a flush is only a lookup, and
+        // nothing submitted earlier still waits (order is kept).
+        let queued =
+            self.shared.state.lock().map(|s| !s.queue.is_empty() || s.busy).unwrap_or(true);
+        if !queued {
+            if let Ok(mut f) = self.shared.flusher.try_lock() {
+                if f.index_ready() {
+                    flush(f.as_mut(), &self.shared, addrs, &self.notes);
+                    return;
+                }
+            }
+        }
         if let Ok(mut st) = self.shared.state.lock() {
             st.queue.extend(addrs);
         }
@@ -173,8 +204,47 @@ impl Drop for FlushWorker {
     }
 }
 
-fn run(mut flusher: Box<dyn Flusher>, shared: Arc<Shared>, mut wake: UnixStream, notes: Notes) {
-    let event_fd = flusher.event_fd();
+/// One flush of `batch`, its totals recorded in `shared`.
+fn flush(f: &mut dyn Flusher, shared: &Shared, batch: Vec<(IpAddr, usize)>, notes: &Notes) {
+    // An address submitted twice before a flush is flushed (and credited) once.
+    let slots: HashMap<IpAddr, usize> = batch.iter().rev().copied().collect();
+    let addrs: HashSet<IpAddr> = slots.keys().copied().collect();
+    let result = f.flush_counted(&addrs);
+    let stats = f.stats();
+    let Ok(mut s) = shared.state.lock() else { return };
+    let t = &mut s.totals;
+    t.calls += 1;
+    t.flusher = stats;
+    match result {
+        Ok(done) => {
+            t.flushed += done.deleted;
+            t.race_misses += done.per_address.len() as u64;
+            for (addr, slot) in &slots {
+                if let Some(n) = done.per_address.get(addr) {
+                    if t.flushed_by_slot.len() <= *slot {
+                        t.flushed_by_slot.resize(slot + 1, 0);
+                    }
+                    t.flushed_by_slot[*slot] += u64::from(*n);
+                }
+            }
+            if done.deleted > 0 {
+                let line = format!(
+                    "conntrack: {} entries deleted for {} new address(es)",
+                    done.deleted,
+                    addrs.len()
+                );
+                notes.push(Level::Debug, line);
+            }
+        }
+        Err(e) => {
+            t.errors += 1;
+            let line = format!("conntrack flush of {} address(es) failed: {e}", addrs.len());
+            notes.push(Level::Error, line);
+        }
+    }
+}
+
+fn run(event_fd: Option<RawFd>, shared: Arc<Shared>, mut wake: UnixStream, notes: Notes) {
     let mut fds = vec![wake.as_raw_fd()];
     fds.extend(event_fd);
     let mut rest_until = Instant::now();
@@ -208,8 +278,10 @@ fn run(mut flusher: Box<dyn Flusher>, shared: Arc<Shared>, mut wake: UnixStream,
             while matches!(wake.read(&mut drain), Ok(n) if n > 0) {}
         }
         if ready & 2 != 0 {
-            if let Err(e) = flusher.poll_events() {
-                notes.push(Level::Warning, format!("conntrack events: {e}"));
+            if let Ok(mut f) = shared.flusher.lock() {
+                if let Err(e) = f.poll_events() {
+                    notes.push(Level::Warning, format!("conntrack events: {e}"));
+                }
             }
         }
         let batch = match shared.state.lock() {
@@ -221,49 +293,14 @@ fn run(mut flusher: Box<dyn Flusher>, shared: Arc<Shared>, mut wake: UnixStream,
             Err(_) => return,
         };
         let t0 = Instant::now();
-        // An address submitted twice before a flush is flushed (and credited) once.
-        let slots: HashMap<IpAddr, usize> = batch.iter().rev().copied().collect();
-        let addrs: HashSet<IpAddr> = slots.keys().copied().collect();
-        let result = flusher.flush_counted(&addrs);
+        if let Ok(mut f) = shared.flusher.lock() {
+            flush(f.as_mut(), &shared, batch, &notes);
+        }
         let took = t0.elapsed();
         rest_until = t0 + took + (took * REST_RATIO).min(REST_MAX);
-        let stats = flusher.stats();
-        let Ok(mut s) = shared.state.lock() else { return };
-        let t = &mut s.totals;
-        t.calls += 1;
-        t.flusher = stats;
-        match result {
-            Ok(f) => {
-                t.flushed += f.deleted;
-                t.race_misses += f.per_address.len() as u64;
-                for (addr, slot) in &slots {
-                    if let Some(n) = f.per_address.get(addr) {
-                        if t.flushed_by_slot.len() <= *slot {
-                            t.flushed_by_slot.resize(slot + 1, 0);
-                        }
-                        t.flushed_by_slot[*slot] += u64::from(*n);
-                    }
-                }
-                if f.deleted > 0 {
-                    notes.push(
-                        Level::Debug,
-                        format!(
-                            "conntrack: {} entries deleted for {} new address(es)",
-                            f.deleted,
-                            addrs.len()
-                        ),
-                    );
-                }
-            }
-            Err(e) => {
-                t.errors += 1;
-                notes.push(
-                    Level::Error,
-                    format!("conntrack flush of {} address(es) failed: {e}", addrs.len()),
-                );
-            }
+        if let Ok(mut s) = shared.state.lock() {
+            s.busy = false;
         }
-        s.busy = false;
         shared.idle.notify_all();
     }
 }

@@ -451,7 +451,8 @@ fn handle_message(
         None => stats.v6_dropped += u64::from(ip.is_ipv6()),
         Some(si) => {
             stats.hint_addresses += u64::from(from_hint);
-            let p = &mut scratch.pending[si];
+            // process_queued sized `pending` for the plan: always there.
+            let Some(p) = scratch.pending.get_mut(si) else { return };
             let e = Entry::host(ip);
             if p.seen.insert(e) {
                 p.entries.push(e);

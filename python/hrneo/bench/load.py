@@ -32,10 +32,8 @@ def addresses(run: int, name_label: bytes) -> list[bytes]:
     """The packed addresses the answer to a question whose first label is `name_label` carries."""
     kind = 1 if name_label[:1] == b"p" else 0
     n = int(name_label[1:] or b"0")
-    base = bytes.fromhex(
-        f"20010db8{run & 0xFFFF:04x}{kind:04x}{n >> 16 & 0xFFFF:04x}{n & 0xFFFF:04x}"
-    )
-    return [base + struct.pack("!Q", k + 1) for k in range(ADDRESSES_PER_ANSWER)]
+    prefix = bytes.fromhex(f"20010db8{run & 0xFFFF:04x}{kind:04x}")  # a /64 per run and kind
+    return [prefix + struct.pack("!IHH", n, 0, k + 1) for k in range(ADDRESSES_PER_ANSWER)]
 
 
 def address_text(packed: bytes) -> str:
