@@ -96,7 +96,7 @@ class Daemon:
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
-        """Claims, the control socket, sets, rules, the pipeline. Raises DaemonError/OSError.
+        """Claims, sets, rules, the pipeline, the control socket. Raises DaemonError/OSError.
 
         A daemon refused here has touched nothing: no set, rule or socket file.
         """
@@ -104,10 +104,6 @@ class Daemon:
         self.lock.acquire()  # DaemonError if another daemon has the group or socket
         self._locked = True
         others = self.lock.others()
-        if self.use_control:
-            # Under the claim: removing a stale socket file cannot race another daemon.
-            self.control = ControlServer(cfg.control_socket, self.command)
-            self.control.register(self.sel)
         plan = self.core.plan(cfg)
         try:
             notes = plan.prepare()
@@ -132,6 +128,11 @@ class Daemon:
         self.pipeline = self.core.pipeline(plan, cfg)
         self.pipeline.set_verbose(log.isEnabledFor(logging.DEBUG))
         self._log_notes()
+        if self.use_control:
+            # Last, so the socket appearing means "reading answers" to scripts and
+            # tests; under the claim, a stale socket file can be removed safely.
+            self.control = ControlServer(cfg.control_socket, self.command)
+            self.control.register(self.sel)
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         log.info(
             "hrneo running: nflog group %d, %d policies, %d domains, control socket %s",
