@@ -187,6 +187,7 @@ class Firewall:
         self.items: list[Item] = []  # what we installed (or want), in install order
         self.missing: set[Item] = set()  # wanted but not in place (e.g. interface not up yet)
         self.unverified: set[int] = set()  # families without the conntrack match
+        self.cannot_run = ""  # why the last program could not be started
 
     # -- argv builders ---------------------------------------------------------
     def ipt_argv(self, rule: IptRule, op: str) -> list[str]:
@@ -221,13 +222,17 @@ class Firewall:
     # -- single items ----------------------------------------------------------
     def _present(self, item: Item) -> bool | None:
         """Whether `item` is in place; None if that cannot be known now (the
-        program could not even be started)."""
+        program could not even be started: `self.cannot_run` says why)."""
         if isinstance(item, IptRule):
-            rc = self.run(self.ipt_argv(item, "-C")).returncode
-            return None if rc == CANNOT_RUN else rc == 0
+            proc = self.run(self.ipt_argv(item, "-C"))
+            if proc.returncode == CANNOT_RUN:
+                self.cannot_run = proc.stderr
+                return None
+            return proc.returncode == 0
         if isinstance(item, IpRule):
             out = self.run([*self.prefix, self.fw.ip, f"-{item.family}", "rule", "show"])
             if out.returncode == CANNOT_RUN:
+                self.cannot_run = out.stderr
                 return None
             # `ip rule show` omits a full mask: "fwmark 0x1001", or "fwmark 0x1000/0xff00".
             return any(
@@ -241,6 +246,7 @@ class Firewall:
              str(item.table)]
         )  # fmt: skip
         if out.returncode == CANNOT_RUN:
+            self.cannot_run = out.stderr
             return None
         if isinstance(item, BlockRoute):
             return any(
@@ -401,8 +407,9 @@ class Firewall:
         for item in self.items:
             present = self._present(item)
             if present is None:
-                log.warning("cannot check %s now: will try again", describe(item))
-                continue
+                # The next program would fail the same way: the whole check waits.
+                log.warning("firewall check skipped (%s): will try again", self.cannot_run)
+                break
             if item not in self.missing and present:
                 continue
             try:
