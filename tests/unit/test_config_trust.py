@@ -343,3 +343,26 @@ def test_check_of_dev_zero_list_runs_in_bounded_memory(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert f"{path}:5: domain_files: /dev/zero is a character device" in proc.stderr
+
+
+@pytest.mark.timeout(30)
+def test_hydraroute_directory_with_a_fifo_or_device_is_refused(tmp_path: Path) -> None:
+    """`run --hydraroute DIR` reloads DIR on SIGHUP: its files get the same bounds."""
+    import shutil
+
+    from hrneo.importer import load_hydraroute_config
+
+    src = REPO / "tests" / "fixtures" / "import" / "hydraroute"
+    for name, make in (
+        ("fifo", lambda p: os.mkfifo(p)),
+        ("dev", lambda p: os.symlink("/dev/zero", p)),
+    ):
+        d = tmp_path / name
+        shutil.copytree(src, d)
+        (d / "domain.conf").unlink()
+        make(d / "domain.conf")
+        t0 = time.monotonic()
+        with pytest.raises(ConfigError) as ei:
+            load_hydraroute_config(str(d))
+        assert time.monotonic() - t0 < 5
+        assert f"{d}/domain.conf:0:" in ei.value.errors[0], ei.value.errors

@@ -4,6 +4,7 @@ out-of-descriptor errors in the loop, the order of the periodic check."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -48,7 +49,7 @@ def test_second_daemon_on_the_same_socket_is_refused(tmp_path: Path) -> None:
                 lock_prefix=LOCK)  # fmt: skip
     d1.start()
     try:
-        other = cfg.__class__(**{**cfg.__dict__, "nflog_group": 101})
+        other = dataclasses.replace(cfg, nflog_group=101)
         runner2 = FakeRunner()
         d2 = Daemon(other, core=FakeCore(), firewall=Firewall(cfg.firewall, runner=runner2),
                     lock_prefix=LOCK)  # fmt: skip
