@@ -156,6 +156,24 @@ class Daemon:
             return self._reloaded(now, False, f"new config rejected, keeping the old one: {e!r}")
         for w in warnings:
             log.warning("%s", w)
+        claim = None
+        if self._locked and cfg.nflog_group != self.config.nflog_group:
+            # A new group is claimed as at start: another daemon's is never taken over.
+            claim = InstanceLock(cfg.nflog_group, None, prefix=self.lock.prefix)
+            try:
+                claim.acquire()
+            except DaemonError as e:
+                return self._reloaded(now, False, f"new config rejected, keeping the old one: {e}")
+        try:
+            ok = self._apply_reload(now, cfg)
+        finally:
+            if claim is not None:
+                if self.config is cfg:
+                    self.lock.take_group(claim)
+                claim.release()
+        return ok
+
+    def _apply_reload(self, now: float, cfg: Config) -> bool:
         try:
             plan = self.core.plan(cfg)
             notes = plan.prepare()
@@ -181,12 +199,6 @@ class Daemon:
                 log.info("now reading nflog group %d", cfg.nflog_group)
         if cfg.control_socket != old.control_socket:
             log.warning("control_socket change takes effect at the next restart")
-        if cfg.nflog_group != old.nflog_group:
-            # The claim stays on the group this daemon started with.
-            log.warning(
-                "nflog_group changed: another daemon could still start on the new one "
-                "until the next restart"
-            )
         if cfg.conntrack_events != old.conntrack_events:
             log.warning("conntrack_events change takes effect at the next restart")
         self.config = cfg

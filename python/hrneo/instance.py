@@ -135,6 +135,16 @@ class InstanceLock:
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lockfd = fd
 
+    def take_group(self, other: InstanceLock) -> None:
+        """Hold `other`'s group claim instead of this one's (a reload to a new
+        group); `other` is left holding nothing."""
+        if other._sock is None:
+            return
+        if self._sock is not None:
+            self._sock.close()
+        self._sock, other._sock = other._sock, None
+        self.name, self.group = other.name, other.group
+
     def others(self) -> list[str]:
         """Other daemons' NFLOG claims in this network namespace."""
         return other_daemons(self.prefix, self.name)

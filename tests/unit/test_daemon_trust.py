@@ -233,3 +233,24 @@ def test_recheck_prepares_sets_before_rules(tmp_path: Path) -> None:
         assert order[0] == "sets" and "rules" in order
     finally:
         d.stop()
+
+
+def test_reload_to_another_group_claims_it_first(tmp_path: Path) -> None:
+    d, core, _r, cfg = make(tmp_path)
+    d.start()
+    holder = InstanceLock(101, None, prefix=LOCK)  # another daemon reads group 101
+    holder.acquire()
+    try:
+        path = Path(cfg.path)
+        path.write_text(path.read_text().replace("nflog_group: 100", "nflog_group: 101"))
+        assert d.reload() is False and d.config is cfg
+        assert d.last_reload is not None and "nflog group 101" in d.last_reload["message"]
+        assert core.pipelines[0].groups == [100]
+        holder.release()
+        path.write_text(path.read_text().replace("nflog_group: 101", "nflog_group: 102"))
+        assert d.reload() is True and core.pipelines[0].groups == [100, 102]
+        assert other_daemons(LOCK) == [f"{LOCK}/nflog/102"]  # 100 given back
+    finally:
+        holder.release()
+        d.stop()
+    assert other_daemons(LOCK) == []
