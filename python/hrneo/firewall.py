@@ -288,8 +288,9 @@ class Firewall:
     def _no_conntrack(self, rule: IptRule, err: str) -> bool:
         """Did iptables refuse `rule` for want of the conntrack match?"""
         low = err.lower()
-        if "conntrack" in low:
-            # legacy: "Couldn't load match `conntrack'"; nft: "Extension conntrack ... not supported"
+        if any(w in low for w in ("conntrack", "--ctdir", "--ctstate")):
+            # legacy: "Couldn't load match `conntrack'"; nft: "Extension conntrack ... not
+            # supported"; too old for the options: 'unknown option "--ctdir"'
             return True
         if "match by that name" not in low:
             return False

@@ -210,6 +210,7 @@ class NoConntrack(FakeRunner):
         "iptables v1.4.21: Couldn't load match `conntrack':No such file or directory",
         "iptables: No chain/target/match by that name.",
         "Warning: Extension conntrack revision 0 not supported, missing kernel module?",
+        'iptables v1.4.7: unknown option "--ctdir"',
     ],
 )
 def test_without_conntrack_match_rules_go_in_unverified_with_a_warning(
