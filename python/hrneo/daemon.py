@@ -6,13 +6,20 @@ call per loop turn waits on the capture socket AND on this loop's selector
 (signals, control socket), and returns only when Python has work: a signal,
 a control client, a timer, or a log line. Python keeps the slow parts:
 config, firewall rules, reload, the control socket, logging.
+
+Before it touches anything, start() claims the NFLOG group and the control
+socket (:mod:`hrneo.instance`): a second daemon is refused and leaves the first
+one's rules alone. Running out of file descriptors (or memory for a new
+process) anywhere in the loop is logged and waited out, never fatal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 import selectors
 import signal
 import time
@@ -24,6 +31,7 @@ from hrneo.config import Config, load_config
 from hrneo.control import ControlServer
 from hrneo.errors import ConfigError, DaemonError, FirewallError
 from hrneo.firewall import Firewall, describe
+from hrneo.instance import LOCK_PREFIX, InstanceLock
 from hrneo.status import DaemonStatus, PipelineStats, PolicyCounters, PolicyStatus, ReloadInfo
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,12 @@ RATE_WINDOW = 5.0  # seconds over which events/s is measured
 SUMMARY_INTERVAL = 60.0  # seconds between the per-policy INFO summaries
 MAX_WAIT = 1.0  # longest a loop turn waits, so timers stay on time
 SUMMARY_KEYS = ("new", "refreshed", "flushed", "errors")
+# Errors that mean "out of resources now", not "broken": the loop goes on.
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN)
+RESOURCE_BACKOFF = 0.2  # seconds the loop rests after such an error
+# The core's prepare() notes that say something was restored: "created set ...",
+# "vpn1: 3 static entries in hr_vpn1 (3 new)".
+_RESTORED_RE = re.compile(r"^created set |\((?!0 new\))\d+ new\)$")
 
 __all__ = ["Daemon", "DaemonError"]
 
@@ -47,6 +61,7 @@ class Daemon:
         firewall: Firewall | None = None,
         loader: Callable[[str], tuple[Config, list[str]]] = load_config,
         control: bool = True,
+        lock_prefix: str = LOCK_PREFIX,
     ) -> None:
         if core is None:
             from hrneo.pipeline import CompiledCore  # the daemon's tests run on fakes
@@ -73,11 +88,22 @@ class Daemon:
         self._recheck_wanted = False
         self._next_recheck = 0.0
         self._firewall_on = False
+        self.lock = InstanceLock(
+            config.nflog_group, config.control_socket if control else None, prefix=lock_prefix
+        )
+        self._locked = False
+        self._resource_log_t = 0.0
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
-        """Sets, rules, the pipeline, the control socket. Raises DaemonError/OSError."""
+        """Claims, sets, rules, the pipeline, the control socket. Raises DaemonError/OSError.
+
+        A daemon refused here has touched nothing: no set, rule or socket file.
+        """
         cfg = self.config
+        self.lock.acquire()  # DaemonError if another daemon has the group or socket
+        self._locked = True
+        others = self.lock.others()
         plan = self.core.plan(cfg)
         try:
             notes = plan.prepare()
@@ -87,8 +113,14 @@ class Daemon:
             log.info("%s", line)
         if cfg.firewall.manage_rules:
             self._firewall_on = True
+            if others:
+                log.warning(
+                    "other hrneo daemons run in this network namespace (%s): rules left "
+                    "by an earlier run are not cleaned",
+                    ", ".join(others),
+                )
             try:
-                self.firewall.start(cfg)
+                self.firewall.start(cfg, clean_stale=not others)
             except FirewallError as e:
                 self.firewall.stop()
                 self._firewall_on = False
@@ -97,6 +129,8 @@ class Daemon:
         self.pipeline.set_verbose(log.isEnabledFor(logging.DEBUG))
         self._log_notes()
         if self.use_control:
+            # Last, so the socket appearing means "reading answers" to scripts and
+            # tests; under the claim, a stale socket file can be removed safely.
             self.control = ControlServer(cfg.control_socket, self.command)
             self.control.register(self.sel)
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
@@ -117,8 +151,29 @@ class Daemon:
                 log.error("%s", line)
             first = e.errors[0] if e.errors else str(e)
             return self._reloaded(now, False, f"new config rejected, keeping the old one: {first}")
+        except Exception as e:  # a loader bug must not take the running config with it
+            log.exception("reading the new config failed")
+            return self._reloaded(now, False, f"new config rejected, keeping the old one: {e!r}")
         for w in warnings:
             log.warning("%s", w)
+        claim = None
+        if self._locked and cfg.nflog_group != self.config.nflog_group:
+            # A new group is claimed as at start: another daemon's is never taken over.
+            claim = InstanceLock(cfg.nflog_group, None, prefix=self.lock.prefix)
+            try:
+                claim.acquire()
+            except DaemonError as e:
+                return self._reloaded(now, False, f"new config rejected, keeping the old one: {e}")
+        try:
+            ok = self._apply_reload(now, cfg)
+        finally:
+            if claim is not None:
+                if self.config is cfg:
+                    self.lock.take_group(claim)
+                claim.release()
+        return ok
+
+    def _apply_reload(self, now: float, cfg: Config) -> bool:
         try:
             plan = self.core.plan(cfg)
             notes = plan.prepare()
@@ -159,19 +214,22 @@ class Daemon:
 
     # -- the periodic check ------------------------------------------------------
     def recheck(self) -> int:
-        """Put back what vanished: rules and routes (firmware rewrote netfilter),
-        sets (destroyed) and their static entries (flushed). Returns the firewall
-        items re-installed."""
+        """Put back what vanished: sets (destroyed) and their static entries
+        (flushed), then rules and routes (firmware rewrote netfilter). Returns
+        the firewall items re-installed."""
         fixed = 0
-        if self._firewall_on:
-            fixed = self.firewall.reconcile()
-            self.counters["reconciled"] += fixed
+        # Sets first: a MARK rule cannot go back in before its set exists.
         if self.pipeline is not None:
             try:
                 for line in self.pipeline.prepare():
-                    log.debug("%s", line)
+                    # INFO only when something had to be put back (a set, statics).
+                    level = logging.INFO if _RESTORED_RE.search(line) else logging.DEBUG
+                    log.log(level, "%s", line)
             except (OSError, ValueError) as e:
                 log.error("check of the sets: %s", e)
+        if self._firewall_on:
+            fixed = self.firewall.reconcile()
+            self.counters["reconciled"] += fixed
         self._next_recheck = time.monotonic() + self.config.firewall.recheck_interval
         return fixed
 
@@ -238,6 +296,8 @@ class Daemon:
                 "managed": self._firewall_on,
                 "items": len(self.firewall.items),
                 "missing": sorted(describe(i) for i in self.firewall.missing),
+                "verify_answers": self.config.firewall.verify_answers,
+                "unverified": sorted(self.firewall.unverified),
             },
             "policies": policies,
         }
@@ -325,7 +385,11 @@ class Daemon:
         if self.control is not None:
             self.control.close()
             self.control = None
-        log.info("hrneo stopped")
+        if self._locked:
+            # Last: until the rules are out, no other daemon may take over.
+            self.lock.release()
+            self._locked = False
+            log.info("hrneo stopped")
 
     def run(self) -> int:
         """Start, loop until SIGTERM/SIGINT, stop. Returns the exit code."""
@@ -343,7 +407,12 @@ class Daemon:
             self.sel.register(rfd, selectors.EVENT_READ, lambda: self._on_wakeup(rfd))
             self.start()
             while not self._stopping:
-                self.step()
+                try:
+                    self.step()
+                except OSError as e:
+                    if e.errno not in RESOURCE_ERRNOS:
+                        raise
+                    self._out_of_resources(e)
         finally:
             self.stop()
             signal.set_wakeup_fd(old_fd)
@@ -354,6 +423,14 @@ class Daemon:
             os.close(rfd)
             os.close(wfd)
         return 0
+
+    def _out_of_resources(self, e: OSError) -> None:
+        """Log (at most every 10 s) and rest a moment: the next turn may have them."""
+        now = time.monotonic()
+        if now - self._resource_log_t >= 10.0:
+            self._resource_log_t = now
+            log.error("%s: carrying on (a loop turn was cut short)", e)
+        time.sleep(RESOURCE_BACKOFF)
 
     def _on_wakeup(self, rfd: int) -> None:
         try:

@@ -76,6 +76,8 @@ class FirewallStatus(TypedDict):
     managed: bool
     items: int
     missing: list[str]
+    verify_answers: bool  # the config's firewall.verify_answers
+    unverified: list[int]  # IP versions whose iptables lacks the conntrack match
 
 
 class PolicyStatus(PolicyCounters):
@@ -152,6 +154,9 @@ def format_status(st: dict[str, Any]) -> str:
     fw = st.get("firewall") or {}
     if fw.get("missing"):
         lines.append("missing rules/routes (retried): " + "; ".join(fw["missing"]))
+    if fw.get("unverified"):
+        versions = ", ".join(f"IPv{v}" for v in fw["unverified"])
+        lines.append(f"answers NOT verified ({versions}: iptables has no conntrack match)")
     head = ("policy", "sets", "domains", "matched", "added", "new", "flushed", "errors")
     rows = [head]
     for p in st.get("policies", []):

@@ -149,6 +149,8 @@ class DnsServer:
     def __init__(self, address: str, port: int = 53) -> None:
         self.zone: dict[str, dict[str, list[str]]] = {}
         self.garbage = False  # answer every query with random bytes
+        self.truncated = False  # answer with the query's id and five zero bytes (malformed)
+        self.as_query = False  # answer with a QUERY message carrying the answer records
         self.queries: list[tuple[str, str, str]] = []  # (transport, qname, qtype)
         self._lock = threading.Lock()
         fam = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -196,6 +198,8 @@ class DnsServer:
         """The reply to one query message (None if it is not a query we can read)."""
         if self.garbage:
             return os.urandom(random.randrange(12, 200))
+        if self.truncated:
+            return query[:2] + b"\x00" * 5
         try:
             txid, flags, qd, _, _, _ = struct.unpack_from("!HHHHHH", query)
             if flags & 0x8000 or qd != 1:
@@ -207,7 +211,7 @@ class DnsServer:
         qtype = TYPE_NAMES.get(qtype_num, "A")
         self.queries.append((transport, qname, qtype))
         rcode, answers = self.resolve(qname, qtype)
-        return build_message(txid, qname, qtype, answers, rcode=rcode)
+        return build_message(txid, qname, qtype, answers, rcode=rcode, response=not self.as_query)
 
     # -- raw sends (spoofing) ---------------------------------------------------
     def send_raw(self, payload: bytes, dst: str, dport: int) -> None:

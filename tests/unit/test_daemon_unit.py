@@ -12,6 +12,7 @@ import signal
 import subprocess
 import textwrap
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -164,8 +165,18 @@ def make(tmp_path: Path, text: str = CONFIG) -> tuple[Daemon, FakeCore, FakeRunn
     cfg, _ = load_config(str(path))
     core = FakeCore()
     runner = FakeRunner()
-    d = Daemon(cfg, core=core, firewall=Firewall(cfg.firewall, runner=runner), control=False)
+    d = Daemon(
+        cfg,
+        core=core,
+        firewall=Firewall(cfg.firewall, runner=runner),
+        control=False,
+        lock_prefix=LOCK,
+    )
     return d, core, runner, cfg
+
+
+# Claims of test daemons never meet a real daemon's, nor another test run's.
+LOCK = f"hrneo-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 # ------------------------------------------------------------------ tests
@@ -371,7 +382,9 @@ def test_step_returns_for_the_control_socket(tmp_path: Path) -> None:
     path.write_text(CONFIG.format(sock=tmp_path / "hrneo.sock"))
     cfg, _ = load_config(str(path))
     core = FakeCore()
-    d = Daemon(cfg, core=core, firewall=Firewall(cfg.firewall, runner=FakeRunner()))
+    d = Daemon(
+        cfg, core=core, firewall=Firewall(cfg.firewall, runner=FakeRunner()), lock_prefix=LOCK
+    )
     d.start()
     try:
         from hrneo.control import request

@@ -1,19 +1,20 @@
 """YAML config -> frozen dataclasses, with `file:line` in every error.
 
-The YAML is composed into a node tree (``yaml.compose``) rather than loaded, so
-every key and list item keeps its line number for messages. All errors of a file
-are collected and raised together as one :class:`ConfigError`; warnings are
-returned with the config (this module prints nothing). Domains go straight into
-the config's compiled :class:`~hrneo._core.Watchlist`.
+The YAML is composed into a node tree (:mod:`hrneo.config.reader`, bounded in
+size, depth and tags) rather than loaded, so every key and list item keeps its
+line number for messages. All errors of a file are collected and raised together
+as one :class:`ConfigError` (at most :data:`MAX_ERRORS` lines, then a count);
+warnings are returned with the config (this module prints nothing). Domains go
+straight into the config's compiled :class:`~hrneo._core.Watchlist`. List files
+are read through :mod:`hrneo.safeio`: regular files only, size-capped, streamed.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 
@@ -27,146 +28,111 @@ from hrneo.config.model import (
     DEFAULT_RULE_PRIORITY,
     DEFAULT_SOCKET_PATH,
     DEFAULT_TIMEOUT,
+    RECHECK_INTERVAL_RANGE,
     Config,
     FirewallConfig,
     Policy,
     Route,
 )
+from hrneo.config.reader import compose_file
+from hrneo.config.walker import MAX_ERRORS, Invalid, Walker
 from hrneo.domains import normalize_domain
 from hrneo.errors import ConfigError
+from hrneo.safeio import MAX_LIST_BYTES, FileRefused, iter_lines
 
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
+# Bad lines of one list file before the rest of it is skipped (a binary file).
+MAX_FILE_ERRORS = 20
+
+TOP_KEYS = (
+    "nflog_group",
+    "firewall",
+    "policies",
+    "control_socket",
+    "conntrack_events",
+    "list_refresh",
+    "trusted_resolvers",
+)
+FIREWALL_KEYS = (
+    "manage_rules",
+    "dns_chains",
+    "ipv6",
+    "verify_answers",
+    "recheck_interval",
+    "rule_priority",
+    "iptables",
+    "ip6tables",
+    "ip",
+)
+POLICY_KEYS = (
+    "name",
+    "ipset",
+    "ipset6",
+    "timeout",
+    "reconnect",
+    "maxelem",
+    "domains",
+    "domain_files",
+    "domain_urls",
+    "static",
+    "route",
+)
+ROUTE_KEYS = (
+    "interface",
+    "gateway",
+    "gateway6",
+    "table",
+    "mark",
+    "mask",
+    "priority",
+    "kill_switch",
+)
 
 
-class _Loader:
+class _Loader(Walker):
     """Walks the composed YAML node tree, collecting errors and warnings."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        super().__init__(path)
         self.base = os.path.dirname(os.path.abspath(path))
-        self.errors: list[str] = []
-        self.warnings: list[str] = []
-        self._constructor = yaml.constructor.SafeConstructor()
         # Every policy's domains go straight into the compiled matcher: no
         # Python string per domain is kept (100,000 domains would cost ~20 MB).
         self.watchlist = Watchlist()
         self.watchlist.add_source(path)
         self.policy_names: dict[int, str] = {}
 
-    # -- helpers ---------------------------------------------------------------
-    def where(self, node: yaml.Node) -> str:
-        return f"{self.path}:{node.start_mark.line + 1}"
-
-    def error(self, node: yaml.Node, msg: str) -> None:
-        self.errors.append(f"{self.where(node)}: {msg}")
-
-    def warn(self, node: yaml.Node, msg: str) -> None:
-        self.warnings.append(f"{self.where(node)}: {msg}")
-
-    def scalar(self, node: yaml.Node) -> Any:
-        """The Python value of a scalar node (YAML 1.1 resolution: 0x1001 is an int)."""
-        if not isinstance(node, yaml.ScalarNode):
-            return _NotScalar
-        return self._constructor.construct_object(node, deep=True)
-
-    def mapping(
-        self, node: yaml.Node, what: str, known: tuple[str, ...]
-    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        """Keys -> (key node, value node); unknown and duplicate keys are errors."""
-        if not isinstance(node, yaml.MappingNode):
-            self.error(node, f"{what} must be a mapping (key: value lines)")
-            return {}
-        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for knode, vnode in node.value:
-            key = self.scalar(knode)
-            if not isinstance(key, str):
-                self.error(knode, f"{what}: key {key!r} is not a name")
-                continue
-            if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.error(knode, f"unknown key {key!r} in {what}{extra}")
-                continue
-            if key in out:
-                self.error(knode, f"duplicate key {key!r} in {what}")
-                continue
-            out[key] = (knode, vnode)
-        return out
-
-    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.error(node, f"{what} must be a list")
-            return []
-        return list(node.value)
-
-    def get(
-        self,
-        m: dict[str, tuple[yaml.Node, yaml.Node]],
-        key: str,
-        default: Any,
-        conv: Callable[[Any], Any],
-    ) -> Any:
-        """Convert m[key] with `conv` (which raises ValueError with the reason)."""
-        if key not in m:
-            return default
-        vnode = m[key][1]
-        value = self.scalar(vnode)
-        if value is _NotScalar:
-            self.error(vnode, f"{key} must be a single value")
-            return default
-        try:
-            return conv(value)
-        except (ValueError, TypeError) as e:
-            self.error(vnode, f"{key}: {e}")
-            return default
-
     # -- sections --------------------------------------------------------------
     def load(self) -> Config:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                root = yaml.compose(f, Loader=yaml.SafeLoader)
-        except OSError as e:
-            self.errors.append(f"{self.path}:0: cannot read config: {e.strerror or e}")
-            raise ConfigError(self.errors) from None
-        except yaml.MarkedYAMLError as e:
-            line = (e.problem_mark.line + 1) if e.problem_mark else 0
-            self.errors.append(f"{self.path}:{line}: YAML syntax error: {e.problem or e}")
-            raise ConfigError(self.errors) from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            self.errors.append(f"{self.path}:0: cannot parse config: {e}")
-            raise ConfigError(self.errors) from None
+        root = compose_file(self.path)  # ConfigError with file:line
         if root is None:
-            self.errors.append(f"{self.path}:1: config is empty")
+            self.add_error(f"{self.path}:1: config is empty")
             raise ConfigError(self.errors)
-        top = self.mapping(
-            root,
-            "config",
-            (
-                "nflog_group",
-                "firewall",
-                "policies",
-                "control_socket",
-                "conntrack_events",
-                "list_refresh",
-            ),
-        )
+        top = self.mapping(root, "config", TOP_KEYS)
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, v.int_range(0, 65535))
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
+        trusted = self.networks(top["trusted_resolvers"][1]) if "trusted_resolvers" in top else ()
         policies: list[Policy] = []
         if "policies" not in top:
             self.error(root, "no `policies:` list: nothing to do")
         else:
-            for pi, pnode in enumerate(self.sequence(top["policies"][1], "policies")):
+            pnodes = self.sequence(top["policies"][1], "policies")
+            if not pnodes and isinstance(top["policies"][1], (yaml.SequenceNode, yaml.ScalarNode)):
+                self.warn(
+                    top["policies"][0],
+                    "`policies` is empty: no set will be filled (as meant only for the "
+                    "settings file of `hrneo run --hydraroute`)",
+                )
+            for pi, pnode in enumerate(pnodes):
                 pol = self.policy(pnode, fw, pi)
                 if pol is not None:
                     policies.append(pol)
             self.cross_check(policies)
         if self.errors:
+            if self.more_errors:
+                self.errors.append(f"{self.path}:0: {self.more_errors} more errors not shown")
             raise ConfigError(self.errors, self.warnings)
         self.watchlist.shrink_to_fit()
         return Config(
@@ -177,28 +143,44 @@ class _Loader:
             control_socket=sock,
             conntrack_events=ct_events,
             list_refresh=refresh,
+            trusted_resolvers=trusted,
             watchlist=self.watchlist,
         )
 
+    def networks(self, node: yaml.Node) -> tuple[str, ...]:
+        """trusted_resolvers: addresses or networks, as CIDR text."""
+        out: list[str] = []
+        for nnode in self.sequence(node, "trusted_resolvers"):
+            raw = self.scalar(nnode)
+            if raw is Invalid:
+                continue
+            try:
+                net, host_bits = v.network(raw)
+            except (ValueError, TypeError) as e:
+                self.error(nnode, f"trusted_resolvers: {e}")
+                continue
+            if host_bits:
+                self.warn(nnode, f"trusted_resolvers: {raw!r} has host bits set: taken as {net}")
+            if ipaddress.ip_network(net).is_loopback:
+                self.warn(
+                    nnode,
+                    f"trusted_resolvers: {net} is loopback; answers the router's resolver "
+                    "sends to clients come from its LAN address: list that one",
+                )
+            if net in out:
+                self.warn(nnode, f"trusted_resolvers: {net} is listed twice")
+                continue
+            out.append(net)
+        return tuple(out)
+
     def firewall(self, node: yaml.Node) -> FirewallConfig:
-        m = self.mapping(
-            node,
-            "firewall",
-            (
-                "manage_rules",
-                "dns_chains",
-                "ipv6",
-                "recheck_interval",
-                "rule_priority",
-                "iptables",
-                "ip6tables",
-                "ip",
-            ),
-        )
+        m = self.mapping(node, "firewall", FIREWALL_KEYS)
         chains: list[str] = []
         if "dns_chains" in m:
             for cnode in self.sequence(m["dns_chains"][1], "dns_chains"):
                 chain = self.scalar(cnode)
+                if chain is Invalid:
+                    continue
                 if not isinstance(chain, str) or not _CHAIN_RE.match(chain):
                     self.error(cnode, f"dns_chains: invalid chain name {chain!r}")
                 elif chain in chains:
@@ -211,8 +193,9 @@ class _Loader:
             manage_rules=self.get(m, "manage_rules", True, v.boolean),
             dns_chains=tuple(chains),
             ipv6=self.get(m, "ipv6", True, v.boolean),
+            verify_answers=self.get(m, "verify_answers", True, v.boolean),
             recheck_interval=self.get(
-                m, "recheck_interval", DEFAULT_RECHECK_INTERVAL, v.nonneg_float
+                m, "recheck_interval", DEFAULT_RECHECK_INTERVAL, v.interval(*RECHECK_INTERVAL_RANGE)
             ),
             rule_priority=self.get(
                 m, "rule_priority", DEFAULT_RULE_PRIORITY, v.int_range(1, 32765)
@@ -223,20 +206,7 @@ class _Loader:
         )
 
     def policy(self, node: yaml.Node, fw: FirewallConfig, index: int) -> Policy | None:
-        keys = (
-            "name",
-            "ipset",
-            "ipset6",
-            "timeout",
-            "reconnect",
-            "maxelem",
-            "domains",
-            "domain_files",
-            "domain_urls",
-            "static",
-            "route",
-        )
-        m = self.mapping(node, "policy", keys)
+        m = self.mapping(node, "policy", POLICY_KEYS)
         if not m and not isinstance(node, yaml.MappingNode):
             return None
         name = self.get(m, "name", None, v.policy_name)
@@ -254,6 +224,8 @@ class _Loader:
         if "domains" in m:
             for dnode in self.sequence(m["domains"][1], "domains"):
                 raw = self.scalar(dnode)
+                if raw is Invalid:
+                    continue
                 if not isinstance(raw, str):
                     self.error(dnode, f"domains: {raw!r} is not a domain name")
                     continue
@@ -269,7 +241,9 @@ class _Loader:
         if "domain_files" in m:
             for fnode in self.sequence(m["domain_files"][1], "domain_files"):
                 raw = self.scalar(fnode)
-                if not isinstance(raw, str) or not raw:
+                if raw is Invalid:
+                    continue
+                if not isinstance(raw, str) or not raw or "\0" in raw:
                     self.error(fnode, f"domain_files: {raw!r} is not a path")
                     continue
                 path = raw if os.path.isabs(raw) else os.path.join(self.base, raw)
@@ -278,8 +252,11 @@ class _Loader:
         urls: list[str] = []
         if "domain_urls" in m:
             for unode in self.sequence(m["domain_urls"][1], "domain_urls"):
+                raw = self.scalar(unode)
+                if raw is Invalid:
+                    continue
                 try:
-                    url = v.check_url(self.scalar(unode))
+                    url = v.check_url(raw)
                 except (ValueError, TypeError) as e:
                     self.error(unode, f"domain_urls: {e}")
                     continue
@@ -291,6 +268,8 @@ class _Loader:
         if "static" in m:
             for snode in self.sequence(m["static"][1], "static"):
                 raw = self.scalar(snode)
+                if raw is Invalid:
+                    continue
                 try:
                     net = ipaddress.ip_network(str(raw), strict=False)
                 except ValueError:
@@ -344,39 +323,47 @@ class _Loader:
     def domain_file(
         self, fnode: yaml.Node, path: str, src: int, add: Callable[[str, int, int], None]
     ) -> None:
+        """Every line of list file `path` into the watchlist, `file:line` for bad ones."""
+        bad = 0
         try:
             # Streamed line by line: a 100k-line list never sits in memory twice.
-            with open(path, encoding="utf-8") as f:
-                for lineno, text in enumerate(f, 1):
-                    self._domain_line(path, lineno, text, src, add)
+            for lineno, text, problem in iter_lines(path, MAX_LIST_BYTES):
+                if text is None:
+                    self.add_error(f"{path}:{lineno}: {problem}")
+                    bad += 1
+                elif not self._domain_line(path, lineno, text, src, add):
+                    bad += 1
+                if bad >= MAX_FILE_ERRORS:
+                    self.add_error(f"{path}:{lineno}: {bad} bad lines: the rest is not read")
+                    return
+        except FileRefused as e:
+            self.error(fnode, f"domain_files: {e}")
         except OSError as e:
             self.error(fnode, f"domain_files: cannot read {path}: {e.strerror or e}")
-        except UnicodeDecodeError as e:
-            self.error(fnode, f"domain_files: {path} is not UTF-8 text: {e}")
+        except ValueError as e:  # a character the file system cannot take
+            self.error(fnode, f"domain_files: cannot read {path!r}: {e}")
 
     def _domain_line(
         self, path: str, lineno: int, text: str, src: int, add: Callable[[str, int, int], None]
-    ) -> None:
+    ) -> bool:
+        """One line of a list file; False if it is not a domain."""
         raw = text.split("#", 1)[0].strip()
         if not raw:
-            return
+            return True
         try:
             dom, warning = normalize_domain(raw)
         except ValueError as e:
-            self.errors.append(f"{path}:{lineno}: {e}")
-            return
-        if warning:
+            self.add_error(f"{path}:{lineno}: {e}")
+            return False
+        if warning and len(self.warnings) < MAX_ERRORS:
             self.warnings.append(f"{path}:{lineno}: {warning}")
         add(dom, src, lineno)
+        return True
 
     def route(
         self, node: yaml.Node, fw: FirewallConfig, name: object, ipset6: str | None
     ) -> Route | None:
-        m = self.mapping(
-            node,
-            "route",
-            ("interface", "gateway", "gateway6", "table", "mark", "mask", "priority"),
-        )
+        m = self.mapping(node, "route", ROUTE_KEYS)
         for key in ("interface", "table", "mark"):
             if key not in m and isinstance(node, yaml.MappingNode):
                 self.error(node, f"route of policy {name!r} needs `{key}`")
@@ -393,11 +380,13 @@ class _Loader:
             )
             mark = None
         prio = self.get(m, "priority", fw.rule_priority, v.int_range(1, 32765))
+        kill = self.get(m, "kill_switch", False, v.boolean)
         if fw.ipv6 and ipset6 and gw and not gw6:
+            fate = "is refused (kill_switch)" if kill else "leaves by the main table"
             self.warn(
                 node,
                 f"route of policy {name!r} has a gateway but no gateway6: "
-                "its IPv6 traffic gets no route",
+                f"its IPv6 traffic gets no route and {fate}",
             )
         if iface is None or table is None or mark is None:
             return None
@@ -409,6 +398,7 @@ class _Loader:
             gateway6=gw6,
             priority=prio,
             mask=mask,
+            kill_switch=kill,
         )
 
     def cross_check(self, policies: list[Policy]) -> None:
@@ -444,13 +434,6 @@ class _Loader:
                             f"policy {seen[key].name!r} (line {seen[key].line})"
                         )
                     seen.setdefault(key, p)
-
-
-class _NotScalarType:
-    pass
-
-
-_NotScalar = _NotScalarType()
 
 
 def load_config(path: str) -> tuple[Config, list[str]]:

@@ -4,6 +4,7 @@ TypeError with the reason, which the loader prefixes with `file:line`."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import urllib.parse
 from typing import Callable
@@ -54,10 +55,40 @@ def int_range(lo: int, hi: int) -> Callable[[object], int]:
 
 
 def nonneg_float(v: object) -> float:
-    """A number of seconds >= 0."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+    """A finite number of seconds >= 0."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
         raise ValueError(f"expected a number of seconds >= 0, not {v!r}")
     return float(v)
+
+
+def interval(lo: float, hi: float) -> Callable[[object], float]:
+    """A converter for a period in seconds: lo..hi, or 0 (off). Rejects .nan and .inf.
+
+    A floor keeps a typo such as 1e-9 from turning a periodic job into a busy loop.
+    """
+
+    def conv(v: object) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"expected a number of seconds, not {v!r}")
+        if v != 0 and not lo <= v <= hi:  # NaN fails both comparisons
+            raise ValueError(f"{v!r} is out of range {lo:g}..{hi:g} seconds (or 0: off)")
+        return float(v)
+
+    return conv
+
+
+def network(v: object) -> tuple[str, bool]:
+    """An IPv4/IPv6 address or network as CIDR text ("192.0.2.53/32"), and
+    whether host bits were set (then the network they belong to is meant)."""
+    if not isinstance(v, str):
+        raise TypeError(f"{v!r} is not an IPv4/IPv6 address or network")
+    if "%" in v:
+        raise ValueError(f"{v!r}: a scope (%interface) cannot be matched; leave it out")
+    try:
+        iface = ipaddress.ip_interface(v.strip())
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IPv4/IPv6 address or network") from None
+    return str(iface.network), iface.ip != iface.network.network_address
 
 
 def path(v: object) -> str:
