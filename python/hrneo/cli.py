@@ -1,4 +1,5 @@
-"""`hrneo run | check | status | import`: the command line (also `python -m hrneo`).
+"""`hrneo run | check | status | import | match | replay`: the command line (also
+`python -m hrneo`).
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 """
@@ -102,6 +103,20 @@ def _parser() -> argparse.ArgumentParser:
         f"--inline-max domains (default {INLINE_MAX}), instead of printing",
     )  # fmt: skip
     imp.add_argument("--inline-max", type=int, default=INLINE_MAX, help=argparse.SUPPRESS)
+    mt = sub.add_parser(
+        "match", help="which policy a name goes to, and through which rule (no daemon needed)"
+    )
+    mt.add_argument("names", nargs="+", metavar="NAME")
+    mt.add_argument("--config", "-c", default=None, help=cfg_help)
+    rp = sub.add_parser(
+        "replay", help="dry run over a capture: which addresses would go to which set",
+        description="Reads a pcap or pcapng file (Ethernet, VLAN, Linux cooked SLL/SLL2, raw "
+        "IP, NFLOG) and prints which addresses its DNS answers would put into which set. "
+        "No root, no kernel access. FILE - reads standard input.",
+    )  # fmt: skip
+    rp.add_argument("file", metavar="FILE")
+    rp.add_argument("--config", "-c", default=None, help=cfg_help)
+    rp.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -216,6 +231,65 @@ def cmd_status(sock: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _load_or_report(path: str) -> Config | None:
+    """The config at `path`, or None after printing its errors (warnings are not
+    printed: `hrneo check` is the place for them)."""
+    try:
+        return load_config(path)[0]
+    except ConfigError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        return None
+
+
+def cmd_match(names: Sequence[str], path: str) -> int:
+    """Print which policy each name goes to, from the config alone."""
+    from hrneo.match import match_name
+
+    cfg = _load_or_report(path)
+    if cfg is None:
+        return EXIT_USAGE
+    status = EXIT_OK
+    for name in names:
+        try:
+            print(match_name(cfg, name).text())
+        except ValueError as e:
+            print(f"hrneo match: {e}", file=sys.stderr)
+            status = EXIT_USAGE
+    return status
+
+
+def cmd_replay(file: str, path: str, as_json: bool) -> int:
+    """Dry run of a capture against the config; no root, no kernel."""
+    from hrneo.pcapfile import PcapError
+    from hrneo.replay import format_replay, replay
+
+    cfg = _load_or_report(path)
+    if cfg is None:
+        return EXIT_USAGE
+    try:
+        if file == "-":
+            res = replay(cfg, sys.stdin.buffer)
+        else:
+            with open(file, "rb") as f:
+                res = replay(cfg, f)
+    except OSError as e:
+        print(f"{file}: cannot read: {e.strerror or e}", file=sys.stderr)
+        return EXIT_FAIL
+    except PcapError as e:
+        print(f"{file}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if as_json:
+        import json
+
+        print(json.dumps(res.to_json(), indent=2, sort_keys=True))
+    else:
+        print(format_replay(res, file))
+    if res.damage:
+        print(f"{file}: damaged, replayed up to there: {res.damage} (warning)", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `hrneo` and `python -m hrneo`."""
     parser = _parser()
@@ -232,5 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_import(args)
     if args.command == "run":
         return cmd_run(args.config, args.log_level, args.hydraroute)
+    if args.command == "match":
+        return cmd_match(args.names, args.config or _default_config())
+    if args.command == "replay":
+        return cmd_replay(args.file, args.config or _default_config(), args.json)
     sock = args.socket or os.environ.get("HRNEO_SOCKET") or DEFAULT_SOCKET_PATH
     return cmd_status(sock, args.json)
