@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import sys
@@ -51,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level (default INFO)",
     )  # fmt: skip
     run.add_argument(
+        "--log", choices=["stderr", "syslog"], default=None, dest="log_to",
+        help="where to log (default: the config's `log`, else stderr)",
+    )  # fmt: skip
+    run.add_argument(
+        "--pidfile", metavar="PATH", default=None,
+        help="write the daemon's pid here once it is up; removed at stop (for init scripts)",
+    )  # fmt: skip
+    run.add_argument(
         "--hydraroute", metavar="DIR", default=None,
         help="take the policies from a HydraRoute Neo directory (converted as `import "
         "hydraroute` does, again on SIGHUP); with --config, that file gives the other "
@@ -59,7 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="validate the config and its list files")
     chk.add_argument("--config", "-c", default=None, help=cfg_help)
     st = sub.add_parser("status", help="counters of the running daemon")
-    st.add_argument("--json", action="store_true", help="print the raw JSON")
+    fmt = st.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the raw JSON")
+    fmt.add_argument(
+        "--prometheus", action="store_true", help="print Prometheus text exposition format"
+    )
     st.add_argument(
         "--socket", default=None,
         help=f"control socket (default: $HRNEO_SOCKET or {DEFAULT_SOCKET_PATH})",
@@ -155,13 +166,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr with levels (the service manager adds timestamps if it wants)."""
-    logging.basicConfig(
-        stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(message)s"
-    )
-
-
 def cmd_check(path: str, out: TextIO | None = None) -> int:
     """Validate; print `file:line: message` lines. 0 if valid, 2 if not."""
     out = out or sys.stderr  # looked up at call time (tests swap sys.stderr)
@@ -181,13 +185,22 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
-def cmd_run(path: str | None, level: str, hydraroute: str | None = None) -> int:
+def cmd_run(
+    path: str | None,
+    level: str,
+    hydraroute: str | None = None,
+    log_to: str | None = None,
+    pidfile: str | None = None,
+) -> int:
     """Run the daemon until SIGTERM/SIGINT.
 
     `hydraroute`: the policies come from that HydraRoute Neo directory, and
-    `path` (optional then) gives the other settings.
+    `path` (optional then) gives the other settings. `log_to` overrides the
+    config's `log`; `pidfile` is written once the daemon is up.
     """
-    setup_logging(level)
+    from hrneo.logs import setup_logging
+
+    setup_logging(level, log_to or "stderr")
     loader: Callable[[str], tuple[Config, list[str]]] = load_config
     if hydraroute is not None:
         from hrneo.importer import load_hydraroute_config
@@ -203,29 +216,38 @@ def cmd_run(path: str | None, level: str, hydraroute: str | None = None) -> int:
         for line in e.errors:
             log.error("%s", line)
         return EXIT_USAGE
+    if log_to is None and cfg.log != "stderr":
+        setup_logging(level, cfg.log)
     for w in warnings:
         log.warning("%s", w)
     from hrneo.daemon import Daemon
 
     try:
-        return Daemon(cfg, loader=loader).run()
+        return Daemon(cfg, loader=loader, pidfile=pidfile).run()
     except (HrneoError, OSError) as e:
         log.error("hrneo cannot run: %s", e)
         return EXIT_FAIL
 
 
-def cmd_status(sock: str, as_json: bool) -> int:
+def cmd_status(sock: str, as_json: bool, prometheus: bool = False) -> int:
     """Ask the running daemon for its counters."""
     from hrneo.control import request
-    from hrneo.status import format_status
+    from hrneo.status import format_prometheus, format_status
 
     try:
         st = request(sock, "status")
     except HrneoError as e:
         print(f"hrneo status: {e}", file=sys.stderr)
         return EXIT_FAIL
+    if not isinstance(st, dict):
+        print("hrneo status: the daemon's reply is not a status", file=sys.stderr)
+        return EXIT_FAIL
     if as_json:
+        import json
+
         print(json.dumps(st, indent=2, sort_keys=True))
+    elif prometheus:
+        sys.stdout.write(format_prometheus(st))
     else:
         print(format_status(st))
     return EXIT_OK
@@ -305,10 +327,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "import":
         return cmd_import(args)
     if args.command == "run":
-        return cmd_run(args.config, args.log_level, args.hydraroute)
+        return cmd_run(args.config, args.log_level, args.hydraroute, args.log_to, args.pidfile)
     if args.command == "match":
         return cmd_match(args.names, args.config or _default_config())
     if args.command == "replay":
         return cmd_replay(args.file, args.config or _default_config(), args.json)
     sock = args.socket or os.environ.get("HRNEO_SOCKET") or DEFAULT_SOCKET_PATH
-    return cmd_status(sock, args.json)
+    return cmd_status(sock, args.json, args.prometheus)

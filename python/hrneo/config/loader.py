@@ -150,12 +150,17 @@ class _Loader:
                 "control_socket",
                 "conntrack_events",
                 "list_refresh",
+                "log",
+                "metrics_listen",
+                "metrics_allow_remote",
             ),
         )
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, v.int_range(0, 65535))
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
+        log_to = self.get(top, "log", "stderr", v.log_target)
+        metrics, allow_remote = self.metrics(top)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
         policies: list[Policy] = []
         if "policies" not in top:
@@ -177,8 +182,23 @@ class _Loader:
             control_socket=sock,
             conntrack_events=ct_events,
             list_refresh=refresh,
+            log=log_to,
+            metrics_listen=metrics,
+            metrics_allow_remote=allow_remote,
             watchlist=self.watchlist,
         )
+
+    def metrics(
+        self, top: dict[str, tuple[yaml.Node, yaml.Node]]
+    ) -> tuple[tuple[str, int] | None, bool]:
+        """metrics_listen and metrics_allow_remote (the rule: values.metrics_exposure)."""
+        listen = self.get(top, "metrics_listen", None, v.metrics_listen)
+        allow = self.get(top, "metrics_allow_remote", False, v.boolean)
+        key = "metrics_listen" if "metrics_listen" in top else "metrics_allow_remote"
+        ok, note = v.metrics_exposure(listen, allow)
+        if note:
+            (self.warn if ok else self.error)(top[key][1], note)
+        return (listen if ok else None), allow
 
     def firewall(self, node: yaml.Node) -> FirewallConfig:
         m = self.mapping(

@@ -104,4 +104,8 @@ class Config:
     # Keep a conntrack index from kernel events, so a flush needs no table dump.
     conntrack_events: bool = True
     list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
+    log: str = "stderr"  # or "syslog" (through /dev/log)
+    # Prometheus endpoint (address, port); only loopback unless metrics_allow_remote.
+    metrics_listen: tuple[str, int] | None = None
+    metrics_allow_remote: bool = False
     watchlist: Watchlist = field(default_factory=Watchlist, repr=False, compare=False)
