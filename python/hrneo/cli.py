@@ -1,5 +1,5 @@
-"""`hrneo run | check | status | import | match | replay`: the command line (also
-`python -m hrneo`).
+"""`hrneo run | check | status | import | match | replay | install-service`: the
+command line (also `python -m hrneo`).
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 """
@@ -26,6 +26,7 @@ from hrneo.errors import HrneoError
 # hrneo.importer.FORMATS / INLINE_MAX, spelled out: the importer is imported only by `import`.
 IMPORT_FORMATS = ("hydraroute", "adguard", "dnsmasq", "list", "keen-pbr")
 INLINE_MAX = 1000
+SERVICE_TARGETS = ("entware", "openwrt", "systemd")  # hrneo.install.TARGETS
 
 log = logging.getLogger("hrneo")
 
@@ -128,6 +129,20 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("file", metavar="FILE")
     rp.add_argument("--config", "-c", default=None, help=cfg_help)
     rp.add_argument("--json", action="store_true", help="print JSON")
+    ins = sub.add_parser(
+        "install-service", help="write the service files (init script, firmware hooks, unit)",
+        description="entware: /opt/etc/init.d/S99hrneo and Keenetic NDM hooks; openwrt: a "
+        "procd init script and a hotplug hook; systemd: a unit. A file that exists and was "
+        "not written by this command (or was edited since) is never replaced.",
+    )  # fmt: skip
+    ins.add_argument("target", choices=SERVICE_TARGETS)
+    ins.add_argument(
+        "--config", "-c", default=None,
+        help="the config the service runs (default: /opt/etc/hrneo/hrneo.yaml on entware, "
+        "/etc/hrneo/hrneo.yaml otherwise)",
+    )  # fmt: skip
+    ins.add_argument("--root", metavar="DIR", default=None, help="write under DIR instead of /")
+    ins.add_argument("--dry-run", action="store_true", help="print the files, write nothing")
     return p
 
 
@@ -312,6 +327,24 @@ def cmd_replay(file: str, path: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+def cmd_install_service(args: argparse.Namespace) -> int:
+    """Write (or with --dry-run, print) the service files of one target."""
+    from hrneo.install import InstallError, install
+
+    lines: list[str] = []
+    try:
+        install(args.target, args.config, args.root, args.dry_run, lines)
+    except InstallError as e:
+        print(f"hrneo install-service: {e}; nothing written", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as e:
+        print("\n".join(lines))
+        print(f"hrneo install-service: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    print("\n".join(lines))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `hrneo` and `python -m hrneo`."""
     parser = _parser()
@@ -332,5 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_match(args.names, args.config or _default_config())
     if args.command == "replay":
         return cmd_replay(args.file, args.config or _default_config(), args.json)
+    if args.command == "install-service":
+        return cmd_install_service(args)
     sock = args.socket or os.environ.get("HRNEO_SOCKET") or DEFAULT_SOCKET_PATH
     return cmd_status(sock, args.json, args.prometheus)
