@@ -7,22 +7,23 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING
 
-from hrneo.config import (
-    DEFAULT_CONFIG_PATH,
-    DEFAULT_SOCKET_PATH,
-    Config,
-    ConfigError,
-    load_config,
-)
 from hrneo.errors import HrneoError
 
+if TYPE_CHECKING:
+    from typing import Callable, TextIO
+
+    from hrneo.config import Config
+
+# hrneo.config's defaults, spelled out: the config (and PyYAML) is imported only by
+# the commands that read one, so `hrneo status` starts fast on a small router.
+DEFAULT_CONFIG_PATH = "/opt/etc/hrneo/hrneo.yaml"
+DEFAULT_SOCKET_PATH = "/run/hrneo.sock"
 # hrneo.importer.FORMATS / INLINE_MAX, spelled out: the importer is imported only by `import`.
 IMPORT_FORMATS = ("hydraroute", "adguard", "dnsmasq", "list", "keen-pbr")
 INLINE_MAX = 1000
@@ -183,6 +184,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_check(path: str, out: TextIO | None = None) -> int:
     """Validate; print `file:line: message` lines. 0 if valid, 2 if not."""
+    from hrneo.config import ConfigError, load_config
+
     out = out or sys.stderr  # looked up at call time (tests swap sys.stderr)
     try:
         cfg, warnings = load_config(path)
@@ -213,6 +216,9 @@ def cmd_run(
     `path` (optional then) gives the other settings. `log_to` overrides the
     config's `log`; `pidfile` is written once the daemon is up.
     """
+    import functools
+
+    from hrneo.config import ConfigError, load_config
     from hrneo.logs import setup_logging
 
     setup_logging(level, log_to or "stderr")
@@ -271,6 +277,8 @@ def cmd_status(sock: str, as_json: bool, prometheus: bool = False) -> int:
 def _load_or_report(path: str) -> Config | None:
     """The config at `path`, or None after printing its errors (warnings are not
     printed: `hrneo check` is the place for them)."""
+    from hrneo.config import ConfigError, load_config
+
     try:
         return load_config(path)[0]
     except ConfigError as e:

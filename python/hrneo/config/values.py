@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import urllib.parse
 from typing import Callable
 
 _SETNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
@@ -80,6 +79,8 @@ def check_url(v: object) -> str:
     """`v` if it is an http(s) URL with a host and no spaces; else ValueError/TypeError."""
     if not isinstance(v, str):
         raise TypeError(f"{v!r} is not a URL")
+    import urllib.parse  # only with domain_urls (OpenWrt ships urllib separately)
+
     parts = urllib.parse.urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{v!r} is not an http:// or https:// URL")
