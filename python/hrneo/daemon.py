@@ -24,7 +24,7 @@ import selectors
 import signal
 import time
 from types import FrameType
-from typing import Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from hrneo.backends import CoreFactory, PipelineLike
 from hrneo.config import Config, load_config
@@ -32,7 +32,11 @@ from hrneo.control import ControlServer
 from hrneo.errors import ConfigError, DaemonError, FirewallError
 from hrneo.firewall import Firewall, describe
 from hrneo.instance import LOCK_PREFIX, InstanceLock
+from hrneo.pidfile import remove_pidfile, write_pidfile
 from hrneo.status import DaemonStatus, PipelineStats, PolicyCounters, PolicyStatus, ReloadInfo
+
+if TYPE_CHECKING:
+    from hrneo.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,7 @@ class Daemon:
         loader: Callable[[str], tuple[Config, list[str]]] = load_config,
         control: bool = True,
         lock_prefix: str = LOCK_PREFIX,
+        pidfile: str | None = None,
     ) -> None:
         if core is None:
             from hrneo.pipeline import CompiledCore  # the daemon's tests run on fakes
@@ -74,6 +79,8 @@ class Daemon:
         self.use_control = control
         self.pipeline: PipelineLike | None = None
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
+        self.pidfile = pidfile
         self.sel = selectors.EpollSelector()
         self.counters = {"reconciled": 0}
         self.started = time.time()
@@ -133,6 +140,7 @@ class Daemon:
             # tests; under the claim, a stale socket file can be removed safely.
             self.control = ControlServer(cfg.control_socket, self.command)
             self.control.register(self.sel)
+        self._serve_metrics(cfg.metrics_listen)
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         log.info(
             "hrneo running: nflog group %d, %d policies, %d domains, control socket %s",
@@ -201,6 +209,10 @@ class Daemon:
             log.warning("control_socket change takes effect at the next restart")
         if cfg.conntrack_events != old.conntrack_events:
             log.warning("conntrack_events change takes effect at the next restart")
+        if cfg.log != old.log:
+            log.warning("log change takes effect at the next restart")
+        if cfg.metrics_listen != old.metrics_listen:
+            self._serve_metrics(cfg.metrics_listen)
         self.config = cfg
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         return self._reloaded(
@@ -211,6 +223,29 @@ class Daemon:
         (log.info if ok else log.error)("%s", message)
         self.last_reload = {"time": when, "ok": ok, "message": message}
         return ok
+
+    def _serve_metrics(self, listen: tuple[str, int] | None) -> None:
+        """(Re)open the Prometheus endpoint. A failure is logged, not fatal: routing
+        matters more than its counters."""
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if listen is None:
+            return
+        from hrneo.metrics import MetricsServer
+
+        try:
+            self.metrics = MetricsServer(*listen, self._metrics_page)
+        except OSError as e:
+            log.error("metrics_listen %s:%d: %s; not serving metrics", *listen, e.strerror or e)
+            return
+        self.metrics.register(self.sel)
+        log.info("metrics on http://%s/metrics", self.metrics.address)
+
+    def _metrics_page(self) -> tuple[str, str]:
+        from hrneo.status import PROMETHEUS_CONTENT_TYPE, format_prometheus
+
+        return PROMETHEUS_CONTENT_TYPE, format_prometheus(dict(self.status()))
 
     # -- the periodic check ------------------------------------------------------
     def recheck(self) -> int:
@@ -370,6 +405,8 @@ class Daemon:
             self._summary()
         if self.control is not None:
             self.control.expire()
+        if self.metrics is not None:
+            self.metrics.expire()
         self._update_rate()
 
     def stop(self) -> None:
@@ -385,6 +422,11 @@ class Daemon:
         if self.control is not None:
             self.control.close()
             self.control = None
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.pidfile:
+            remove_pidfile(self.pidfile)
         if self._locked:
             # Last: until the rules are out, no other daemon may take over.
             self.lock.release()
@@ -406,6 +448,9 @@ class Daemon:
         try:
             self.sel.register(rfd, selectors.EVENT_READ, lambda: self._on_wakeup(rfd))
             self.start()
+            if self.pidfile:
+                # Written once everything is up: the init scripts wait for it.
+                write_pidfile(self.pidfile)
             while not self._stopping:
                 try:
                     self.step()

@@ -3,6 +3,7 @@ the human table of them."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, TypedDict
 
@@ -175,3 +176,103 @@ def format_status(st: dict[str, Any]) -> str:
             ).rstrip()
         )
     return "\n".join(lines)
+
+
+# -- Prometheus text exposition (format 0.0.4) ----------------------------------
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# (status key, metric name, type, help): the daemon-wide numbers.
+_GLOBAL_METRICS = (
+    ("events", "hrneo_dns_messages_total", "counter", "DNS messages decoded (answers and queries)."),
+    ("answers", "hrneo_answers_total", "counter", "DNS answers seen."),
+    ("queries_ignored", "hrneo_queries_ignored_total", "counter", "DNS queries ignored."),
+    ("rcode_skipped", "hrneo_rcode_skipped_total", "counter", "Answers skipped: rcode not 0."),
+    ("unwatched", "hrneo_unwatched_total", "counter", "Answers matching no policy."),
+    ("malformed", "hrneo_malformed_total", "counter", "Packets that were not valid DNS."),
+    ("dropped", "hrneo_capture_dropped_total", "counter",
+     "Packets the kernel logged but could not deliver (socket buffer full)."),
+    ("commit_errors", "hrneo_commit_errors_total", "counter", "Set updates that failed."),
+    ("flushed", "hrneo_conntrack_flushed_total", "counter", "Conntrack entries deleted."),
+    ("flush_errors", "hrneo_conntrack_flush_errors_total", "counter",
+     "Conntrack flushes that failed."),
+    ("race_misses", "hrneo_race_misses_total", "counter",
+     "New addresses that already had connections to flush."),
+    ("read_errors", "hrneo_read_errors_total", "counter", "Errors reading the capture socket."),
+    ("reconciled", "hrneo_reinstalled_total", "counter",
+     "Rules and routes put back after they vanished."),
+    ("uptime", "hrneo_uptime_seconds", "gauge", "Seconds since the daemon started."),
+    ("events_per_s", "hrneo_dns_messages_per_second", "gauge",
+     "DNS messages per second over the last few seconds."),
+    ("flush_pending", "hrneo_conntrack_flush_pending", "gauge",
+     "Conntrack flushes handed to the core's thread and not done yet."),
+)  # fmt: skip
+
+# (policy key, metric suffix, help): one series per policy, label `policy`.
+_POLICY_METRICS = (
+    ("matched", "answers_matched_total", "Answers that matched the policy."),
+    ("added", "addresses_added_total", "Addresses written to the policy's sets."),
+    ("new", "addresses_new_total", "Addresses that were new to the policy's sets."),
+    ("refreshed", "addresses_refreshed_total", "Addresses already in the set (timeout renewed)."),
+    ("flushed", "conntrack_flushed_total", "Conntrack entries deleted for the policy."),
+    ("errors", "errors_total", "Set updates of the policy that failed."),
+    ("v6_dropped", "ipv6_dropped_total", "IPv6 addresses dropped: the policy has no ipset6."),
+    ("hint_addresses", "hint_addresses_total", "Addresses taken from SVCB/HTTPS hints."),
+)
+
+
+def _escape_label(value: object) -> str:
+    # The exposition format's three escapes; anything else goes through as UTF-8.
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "NaN"
+    return repr(f) if math.isfinite(f) else "NaN"
+
+
+def format_prometheus(st: dict[str, Any]) -> str:
+    """`st` (a status reply) as Prometheus text exposition, one family per metric
+    with its HELP and TYPE lines; per-policy series carry `policy` and `ipset` labels."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, text: str) -> None:
+        out.append(f"# HELP {name} {text}")
+        out.append(f"# TYPE {name} {kind}")
+
+    for key, name, kind, text in _GLOBAL_METRICS:
+        family(name, kind, text)
+        out.append(f"{name} {_number(st.get(key, 0))}")
+    family("hrneo_info", "gauge", "The running daemon: 1, with its pid and config in labels.")
+    out.append(
+        f'hrneo_info{{pid="{_escape_label(st.get("pid", ""))}",'
+        f'config="{_escape_label(st.get("config", ""))}"}} 1'
+    )
+    rl = st.get("last_reload")
+    family("hrneo_last_reload_success", "gauge", "1 if the last reload was applied, 0 if refused.")
+    out.append(f"hrneo_last_reload_success {_number(bool(rl.get('ok'))) if rl else 'NaN'}")
+    fw = st.get("firewall") or {}
+    family("hrneo_firewall_missing", "gauge", "Rules and routes found missing (being retried).")
+    out.append(f"hrneo_firewall_missing {len(fw.get('missing') or [])}")
+    policies = [p for p in st.get("policies") or [] if isinstance(p, dict)]
+    family("hrneo_policy_domains", "gauge", "Domains on the policy's watchlist.")
+    for p in policies:
+        out.append(f"hrneo_policy_domains{{{_policy_labels(p)}}} {_number(p.get('domains', 0))}")
+    for key, suffix, text in _POLICY_METRICS:
+        family(f"hrneo_policy_{suffix}", "counter", text)
+        for p in policies:
+            out.append(f"hrneo_policy_{suffix}{{{_policy_labels(p)}}} {_number(p.get(key, 0))}")
+    return "\n".join(out) + "\n"
+
+
+def _policy_labels(p: dict[str, Any]) -> str:
+    return (
+        f'policy="{_escape_label(p.get("name", ""))}",ipset="{_escape_label(p.get("ipset", ""))}"'
+    )

@@ -52,6 +52,9 @@ TOP_KEYS = (
     "conntrack_events",
     "list_refresh",
     "trusted_resolvers",
+    "log",
+    "metrics_listen",
+    "metrics_allow_remote",
 )
 FIREWALL_KEYS = (
     "manage_rules",
@@ -112,6 +115,8 @@ class _Loader(Walker):
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
+        log_to = self.get(top, "log", "stderr", v.log_target)
+        metrics, allow_remote = self.metrics(top)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
         trusted = self.networks(top["trusted_resolvers"][1]) if "trusted_resolvers" in top else ()
         policies: list[Policy] = []
@@ -144,6 +149,9 @@ class _Loader(Walker):
             conntrack_events=ct_events,
             list_refresh=refresh,
             trusted_resolvers=trusted,
+            log=log_to,
+            metrics_listen=metrics,
+            metrics_allow_remote=allow_remote,
             watchlist=self.watchlist,
         )
 
@@ -172,6 +180,18 @@ class _Loader(Walker):
                 continue
             out.append(net)
         return tuple(out)
+
+    def metrics(
+        self, top: dict[str, tuple[yaml.Node, yaml.Node]]
+    ) -> tuple[tuple[str, int] | None, bool]:
+        """metrics_listen and metrics_allow_remote (the rule: values.metrics_exposure)."""
+        listen = self.get(top, "metrics_listen", None, v.metrics_listen)
+        allow = self.get(top, "metrics_allow_remote", False, v.boolean)
+        key = "metrics_listen" if "metrics_listen" in top else "metrics_allow_remote"
+        ok, note = v.metrics_exposure(listen, allow)
+        if note:
+            (self.warn if ok else self.error)(top[key][1], note)
+        return (listen if ok else None), allow
 
     def firewall(self, node: yaml.Node) -> FirewallConfig:
         m = self.mapping(node, "firewall", FIREWALL_KEYS)

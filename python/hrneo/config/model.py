@@ -115,4 +115,8 @@ class Config:
     list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
     # Only answers from these sources count (CIDR text, "203.0.113.53/32"); () = any.
     trusted_resolvers: tuple[str, ...] = ()
+    log: str = "stderr"  # or "syslog" (through /dev/log)
+    # Prometheus endpoint (address, port); only loopback unless metrics_allow_remote.
+    metrics_listen: tuple[str, int] | None = None
+    metrics_allow_remote: bool = False
     watchlist: Watchlist = field(default_factory=Watchlist, repr=False, compare=False)

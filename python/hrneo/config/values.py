@@ -6,7 +6,6 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-import urllib.parse
 from typing import Callable
 
 _SETNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
@@ -111,6 +110,8 @@ def check_url(v: object) -> str:
     """`v` if it is an http(s) URL with a host and no spaces; else ValueError/TypeError."""
     if not isinstance(v, str):
         raise TypeError(f"{v!r} is not a URL")
+    import urllib.parse  # only with domain_urls (OpenWrt ships urllib separately)
+
     parts = urllib.parse.urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{v!r} is not an http:// or https:// URL")
@@ -170,3 +171,68 @@ def ip_of(version: int) -> Callable[[object], str]:
         return str(addr)
 
     return conv
+
+
+LOG_TARGETS = ("stderr", "syslog")
+
+
+def log_target(v: object) -> str:
+    """Where the daemon logs: stderr or syslog."""
+    if v not in LOG_TARGETS:
+        raise ValueError(f"expected stderr or syslog, not {v!r}")
+    return str(v)
+
+
+def metrics_listen(v: object) -> tuple[str, int]:
+    """`ADDRESS:PORT` with an IP literal (`[V6]:PORT` for IPv6), or a bare port
+    (then 127.0.0.1) -> (address, port)."""
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise TypeError(f"expected ADDRESS:PORT (e.g. 127.0.0.1:9110), not {v!r}")
+    text = str(v).strip()
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{v!r} is not ADDRESS:PORT (e.g. 127.0.0.1:9110)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        version = 6
+    elif ":" in host:
+        raise ValueError(f"{v!r}: write an IPv6 address in brackets, e.g. [::1]:9110")
+    else:
+        version = 4
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (names are not looked up)") from None
+    if addr.version != version:
+        raise ValueError(f"{v!r}: write an IPv6 address in brackets, e.g. [::1]:9110")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{v!r}: the port must be 1..65535")
+    return str(addr), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8 or ::1 (an unspecified address such as 0.0.0.0 is not)."""
+    return ipaddress.ip_address(host).is_loopback
+
+
+def metrics_exposure(listen: tuple[str, int] | None, allow_remote: bool) -> tuple[bool, str | None]:
+    """The rule for metrics_listen: a loopback address is always served; any other
+    (0.0.0.0 and :: included) only with `metrics_allow_remote: true` written beside
+    it, and then said as a warning so `hrneo check` shows it. Returns (ok, note):
+    the note is an error when not ok, else a warning (or None)."""
+    if listen is None:
+        note = "metrics_allow_remote without metrics_listen does nothing" if allow_remote else None
+        return True, note
+    host, port = listen
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+    if is_loopback(host):
+        return True, (f"metrics_allow_remote: {url} is loopback anyway" if allow_remote else None)
+    if not allow_remote:
+        return False, (
+            f"metrics_listen: {host} is not a loopback address, so any host that reaches it "
+            f"reads hrneo's counters; write `metrics_allow_remote: true` beside it to serve "
+            f"{url} there"
+        )
+    return True, f"metrics_listen: {url} is served to other hosts (metrics_allow_remote: true)"

@@ -3,7 +3,6 @@ composed YAML document, every problem recorded as `file:line: message`."""
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Callable
 
 import yaml
@@ -86,6 +85,8 @@ class Walker:
                 self.error(knode, f"{what}: key {key!r} is not a name")
                 continue
             if key not in known:
+                import difflib  # only for a misspelt key: not on every start
+
                 hint = difflib.get_close_matches(key, known, n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 self.error(knode, f"unknown key {key!r} in {what}{extra}")
