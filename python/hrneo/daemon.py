@@ -134,6 +134,7 @@ class Daemon:
                 raise DaemonError(str(e)) from None
         self.pipeline = self.core.pipeline(plan, cfg)
         self.pipeline.set_verbose(log.isEnabledFor(logging.DEBUG))
+        self._guard(cfg)
         self._log_notes()
         if self.use_control:
             # Last, so the socket appearing means "reading answers" to scripts and
@@ -202,6 +203,7 @@ class Daemon:
         if self.pipeline is not None:
             # Between two wake-ups: no answer is half in each plan.
             self.pipeline.swap_plan(plan)
+            self._guard(cfg)
             if cfg.nflog_group != old.nflog_group:
                 self.pipeline.swap_source(cfg.nflog_group)
                 log.info("now reading nflog group %d", cfg.nflog_group)
@@ -248,6 +250,16 @@ class Daemon:
         return PROMETHEUS_CONTENT_TYPE, format_prometheus(dict(self.status()))
 
     # -- the periodic check ------------------------------------------------------
+    def _guard(self, cfg: Config) -> None:
+        """Tell the pipeline which sources count and which addresses never go in."""
+        if self.pipeline is None:
+            return
+        from hrneo.protect import protected_networks  # runs `ip`: not for library users
+
+        self.pipeline.set_trusted(list(cfg.trusted_resolvers))
+        nets = protected_networks(cfg, prefix=self.firewall.prefix, runner=self.firewall.run)
+        self.pipeline.set_protected(nets)
+
     def recheck(self) -> int:
         """Put back what vanished: sets (destroyed) and their static entries
         (flushed), then rules and routes (firmware rewrote netfilter). Returns
@@ -255,6 +267,8 @@ class Daemon:
         fixed = 0
         # Sets first: a MARK rule cannot go back in before its set exists.
         if self.pipeline is not None:
+            # DHCP and tunnels change the router's addresses and gateways.
+            self._guard(self.config)
             try:
                 for line in self.pipeline.prepare():
                     # INFO only when something had to be put back (a set, statics).
@@ -295,14 +309,12 @@ class Daemon:
         policies: list[PolicyStatus] = []
         for p in self.config.policies:
             c = by_name.get(p.name)
-            policies.append({
+            zero = dict.fromkeys(PolicyCounters.__annotations__, 0)
+            entry = {
+                **zero, **(c or {}),
                 "name": p.name, "ipset": p.ipset, "ipset6": p.ipset6, "domains": p.domain_count,
-                "matched": c["matched"] if c else 0, "added": c["added"] if c else 0,
-                "new": c["new"] if c else 0, "refreshed": c["refreshed"] if c else 0,
-                "flushed": c["flushed"] if c else 0, "errors": c["errors"] if c else 0,
-                "v6_dropped": c["v6_dropped"] if c else 0,
-                "hint_addresses": c["hint_addresses"] if c else 0,
-            })  # fmt: skip
+            }  # fmt: skip
+            policies.append(cast(PolicyStatus, entry))
         return {
             "pid": os.getpid(),
             "config": self.config.path,
@@ -314,6 +326,7 @@ class Daemon:
             "queries_ignored": count("queries_ignored"),
             "rcode_skipped": count("rcode_skipped"),
             "unwatched": count("unwatched"),
+            "untrusted": count("untrusted"),
             "malformed": count("malformed") + capture["malformed"],
             "dropped": capture["dropped"],
             "commit_errors": count("commit_errors"),

@@ -29,6 +29,9 @@ class PolicyCounters(TypedDict):
     errors: int
     v6_dropped: int
     hint_addresses: int
+    protected: int  # addresses left out: the router needs them, or they route nowhere
+    set_full: int  # commits that found the set full
+    not_added: int  # addresses a failed commit did not put in
 
 
 class ConntrackStats(TypedDict):
@@ -51,6 +54,7 @@ class PipelineStats(TypedDict):
     queries_ignored: int
     rcode_skipped: int
     unwatched: int
+    untrusted: int  # answers from a source that is not a trusted resolver
     malformed: int
     incomplete: int
     non_dns: int
@@ -103,6 +107,7 @@ class DaemonStatus(TypedDict):
     queries_ignored: int
     rcode_skipped: int
     unwatched: int
+    untrusted: int
     malformed: int
     dropped: int
     commit_errors: int

@@ -8,11 +8,13 @@
 //! overload the kernel's socket buffer overflows and the source counts the drops.
 
 mod flush;
+mod guard;
 mod notes;
 mod plan;
 mod stats;
 
 pub use flush::{FlushTotals, FlushWorker, Flusher};
+pub use guard::Guard;
 pub use notes::{Level, Notes};
 pub use plan::{IpsetWriter, Plan, PolicySpec, Prepared, SetWriter};
 pub use stats::{Counters, PolicyCounters};
@@ -27,8 +29,12 @@ use crate::dns::decode::{decode, Chain};
 use crate::dns::name::{match_key, name_text};
 use crate::dns::packet::{self, Skip};
 use crate::error::{Error, Result};
+use crate::ipset::consts::IPSET_ERR_HASH_FULL;
 use crate::ipset::Entry;
 use crate::sys::poll_readable;
+
+/// A set's commit errors are logged at most this often (each is counted).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Datagrams read per wake-up at most, so the caller's descriptor is looked
 /// at between bursts; what is left is read on the next turn at once.
@@ -102,6 +108,9 @@ pub struct Pipeline {
     counters: Counters,
     book: PolicyBook,
     scratch: Scratch,
+    guard: Guard,
+    /// Per set: when its last commit error was logged, and how many since.
+    error_log: Vec<(Option<Instant>, u64)>,
 }
 
 impl Pipeline {
@@ -131,12 +140,25 @@ impl Pipeline {
             counters: Counters::default(),
             book,
             scratch: Scratch::default(),
+            guard: Guard::default(),
+            error_log: Vec::new(),
         })
     }
 
     /// Queue a DEBUG line per address (new or refreshed), with its question name.
     pub fn set_verbose(&mut self, verbose: bool) {
         self.verbose = verbose;
+    }
+
+    /// Only answers from `nets` count from now on (empty: any source).
+    pub fn set_trusted(&mut self, nets: Vec<Entry>) {
+        self.guard.set_trusted(nets);
+    }
+
+    /// Addresses in `nets` are never added (besides the classes that route
+    /// nowhere, always left out): the router's own, its resolvers and gateways.
+    pub fn set_protected(&mut self, nets: Vec<Entry>) {
+        self.guard.set_protected(nets);
     }
 
     /// Put a new plan in place; the old one is returned (drop it to close its sockets).
@@ -189,12 +211,13 @@ impl Pipeline {
 
     /// Process what is queued now, without waiting; returns the datagrams read.
     pub fn process_queued(&mut self, max_datagrams: usize) -> usize {
-        let Pipeline { source, plan, book, counters, scratch, verbose, .. } = self;
+        let Pipeline { source, plan, book, counters, scratch, verbose, guard, .. } = self;
         if scratch.pending.len() < plan.sets.len() {
             scratch.pending.resize_with(plan.sets.len(), Pending::default);
         }
+        let ctx = Ctx { plan, guard, verbose: *verbose };
         let mut on_packet =
-            |c: Captured<'_>| handle_packet(c.payload, plan, book, counters, scratch, *verbose);
+            |c: Captured<'_>| handle_packet(c.payload, &ctx, book, counters, scratch);
         let read = match source.drain(max_datagrams, &mut on_packet) {
             Ok(n) => n,
             Err(e) => {
@@ -227,6 +250,7 @@ impl Pipeline {
             let stats = self.book.of(policy);
             let Some(c) = committed else {
                 stats.errors += 1;
+                stats.not_added += entries.len() as u64;
                 continue;
             };
             stats.added += entries.len() as u64;
@@ -234,15 +258,19 @@ impl Pipeline {
             stats.refreshed += c.present as u64;
             if let Some(e) = &c.error {
                 stats.errors += 1;
+                let lost = entries.len().saturating_sub(c.new.len() + c.present);
+                stats.not_added += lost as u64;
+                if e.errno() == Some(IPSET_ERR_HASH_FULL) {
+                    // Present entries were still refreshed; only new ones are refused.
+                    stats.set_full += 1;
+                }
                 self.counters.commit_errors += 1;
-                self.notes.push(
-                    Level::Error,
-                    format!(
-                        "set {set_name}: {e}; of {} address(es), {} went in as new",
-                        entries.len(),
-                        c.new.len()
-                    ),
+                let line = format!(
+                    "set {set_name}: {e}; of {} address(es), {} went in as new, {lost} not added",
+                    entries.len(),
+                    c.new.len()
                 );
+                log_limited(&mut self.error_log, si, &self.notes, line);
             }
             if self.verbose {
                 let new: HashSet<&Entry> = c.new.iter().collect();
@@ -375,23 +403,56 @@ impl Pipeline {
     }
 }
 
+/// Log a commit error of set `si` at most once per `ERROR_LOG_EVERY`, saying
+/// how many were not logged in between: a full set must not flood the log.
+fn log_limited(log: &mut Vec<(Option<Instant>, u64)>, si: usize, notes: &Notes, line: String) {
+    if log.len() <= si {
+        log.resize(si + 1, (None, 0));
+    }
+    let (last, quiet) = &mut log[si];
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < ERROR_LOG_EVERY) {
+        *quiet += 1;
+        return;
+    }
+    let more = match std::mem::take(quiet) {
+        0 => String::new(),
+        n => format!(" ({n} more like it since the last line)"),
+    };
+    *last = Some(now);
+    notes.push(Level::Error, format!("{line}{more}"));
+}
+
+/// What a packet is read against: the plan, the guard, the log verbosity.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    guard: &'a Guard,
+    verbose: bool,
+}
+
 /// One IP packet: every DNS message in it.
 fn handle_packet(
     payload: &[u8],
-    plan: &Plan,
+    ctx: &Ctx<'_>,
     book: &mut PolicyBook,
     counters: &mut Counters,
     scratch: &mut Scratch,
-    verbose: bool,
 ) {
-    let msgs = packet::parse_ip(payload).and_then(|seg| seg.dns_messages());
-    let msgs = match msgs {
+    let seg = match packet::parse_ip(payload) {
+        Ok(s) => s,
+        Err(skip) => return count_skip(counters, skip),
+    };
+    if !ctx.guard.trusts(&seg.src) {
+        counters.untrusted += 1;
+        return;
+    }
+    let msgs = match seg.dns_messages() {
         Ok(m) => m,
         Err(skip) => return count_skip(counters, skip),
     };
     for (i, raw) in msgs.enumerate() {
         match decode(raw) {
-            Ok(d) => handle_message(&d, plan, book, counters, scratch, verbose),
+            Ok(d) => handle_message(&d, ctx, book, counters, scratch),
             // Later messages of a segment are a bonus; the first decides the verdict.
             Err(skip) if i == 0 => return count_skip(counters, skip),
             Err(_) => return,
@@ -409,11 +470,10 @@ fn count_skip(counters: &mut Counters, skip: Skip) {
 
 fn handle_message(
     d: &crate::dns::decode::Decoded,
-    plan: &Plan,
+    ctx: &Ctx<'_>,
     book: &mut PolicyBook,
     counters: &mut Counters,
     scratch: &mut Scratch,
-    verbose: bool,
 ) {
     counters.events += 1;
     if !d.is_response {
@@ -434,31 +494,36 @@ fn handle_message(
     for (name, key) in chain.names.iter().zip(&mut scratch.keys) {
         match_key(name, key);
     }
-    let Some(hit) = plan.watchlist.best(scratch.keys[..n].iter().map(Vec::as_slice)) else {
+    let Some(hit) = ctx.plan.watchlist.best(scratch.keys[..n].iter().map(Vec::as_slice)) else {
         counters.unwatched += 1;
         return;
     };
     let policy = usize::from(hit.policy);
     let stats = book.of(policy);
     stats.matched += 1;
-    let why = if verbose {
+    let why = if ctx.verbose {
         scratch.qnames.push(chain.names.first().map(|q| name_text(q)).unwrap_or_default());
         scratch.qnames.len() - 1
     } else {
         0
     };
-    chain.addresses(|ip, from_hint| match plan.set_for(policy, &ip) {
-        None => stats.v6_dropped += u64::from(ip.is_ipv6()),
-        Some(si) => {
-            stats.hint_addresses += u64::from(from_hint);
-            // process_queued sized `pending` for the plan: always there.
-            let Some(p) = scratch.pending.get_mut(si) else { return };
-            let e = Entry::host(ip);
-            if p.seen.insert(e) {
-                p.entries.push(e);
-                if verbose {
-                    p.why.push(why);
-                }
+    chain.addresses(|ip, from_hint| {
+        if ctx.guard.protects(&ip) {
+            stats.protected += 1;
+            return;
+        }
+        let Some(si) = ctx.plan.set_for(policy, &ip) else {
+            stats.v6_dropped += u64::from(ip.is_ipv6());
+            return;
+        };
+        stats.hint_addresses += u64::from(from_hint);
+        // process_queued sized `pending` for the plan: always there.
+        let Some(p) = scratch.pending.get_mut(si) else { return };
+        let e = Entry::host(ip);
+        if p.seen.insert(e) {
+            p.entries.push(e);
+            if ctx.verbose {
+                p.why.push(why);
             }
         }
     });

@@ -20,11 +20,17 @@ pub struct PolicyCounters {
     pub v6_dropped: u64,
     /// Addresses that came from SVCB/HTTPS hints.
     pub hint_addresses: u64,
+    /// Addresses left out: the router needs them, or they route nowhere.
+    pub protected: u64,
+    /// Commits that found a set full (maxelem reached).
+    pub set_full: u64,
+    /// Addresses a failed commit did not put into a set.
+    pub not_added: u64,
 }
 
 impl PolicyCounters {
     /// Every counter with its name.
-    pub fn as_pairs(&self) -> [(&'static str, u64); 8] {
+    pub fn as_pairs(&self) -> [(&'static str, u64); 11] {
         [
             ("matched", self.matched),
             ("added", self.added),
@@ -34,6 +40,9 @@ impl PolicyCounters {
             ("errors", self.errors),
             ("v6_dropped", self.v6_dropped),
             ("hint_addresses", self.hint_addresses),
+            ("protected", self.protected),
+            ("set_full", self.set_full),
+            ("not_added", self.not_added),
         ]
     }
 }
@@ -51,6 +60,8 @@ pub struct Counters {
     pub rcode_skipped: u64,
     /// Answers on no watchlist.
     pub unwatched: u64,
+    /// Answers from a source that is not a trusted resolver.
+    pub untrusted: u64,
     /// Packets that were broken, cut short, or not DNS.
     pub malformed: u64,
     /// Packets cut short (first fragments, truncated copies, partial TCP).
@@ -69,13 +80,14 @@ pub struct Counters {
 
 impl Counters {
     /// Every counter with its name.
-    pub fn as_pairs(&self) -> [(&'static str, u64); 12] {
+    pub fn as_pairs(&self) -> [(&'static str, u64); 13] {
         [
             ("events", self.events),
             ("answers", self.answers),
             ("queries_ignored", self.queries_ignored),
             ("rcode_skipped", self.rcode_skipped),
             ("unwatched", self.unwatched),
+            ("untrusted", self.untrusted),
             ("malformed", self.malformed),
             ("incomplete", self.incomplete),
             ("non_dns", self.non_dns),

@@ -649,45 +649,49 @@ fn a_flush_from_a_valid_index_is_done_at_once_in_the_pipeline_thread() {
 }
 
 #[test]
-#[ignore]
-fn timing_of_the_processing_alone() {
+fn untrusted_sources_and_protected_addresses_add_nothing() {
     let mut r = rig();
-    r.p.process_queued(1); // sizes the scratch buffers for the plan
-    let unwatched = answer(
-        &["q1.other.example.net"],
-        &["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::4"],
-    );
-    let n = 200_000;
-    let t0 = Instant::now();
-    for _ in 0..n {
-        handle_packet(
-            &unwatched,
-            &r.p.plan,
-            &mut r.p.book,
-            &mut r.p.counters,
-            &mut r.p.scratch,
-            false,
-        );
+    // udp4_answer's packets come from 192.0.2.1.
+    r.p.set_trusted(vec![Entry::parse("203.0.113.53").unwrap()]);
+    r.feed(vec![answer(&["a.example.org"], &["198.51.100.1"])]);
+    assert_eq!(r.p.counters().untrusted, 1);
+    assert!(!r.kernel.members("hr_vpn1").contains("198.51.100.1"));
+    r.p.set_trusted(vec![Entry::parse("192.0.2.0/24").unwrap()]);
+    r.p.set_protected(vec![Entry::parse("198.51.100.0/28").unwrap()]);
+    r.feed(vec![answer(
+        &["b.example.org"],
+        &["198.51.100.2", "198.51.100.20", "0.0.0.0", "127.0.0.1", "::", "fe80::1", "2001:db8::20"],
+    )]);
+    let m = r.kernel.members("hr_vpn1");
+    assert!(m.contains("198.51.100.20") && !m.contains("198.51.100.2") && !m.contains("0.0.0.0"));
+    assert!(r.kernel.members("hr_vpn1_v6").contains("2001:db8::20"));
+    assert!(!r.kernel.members("hr_vpn1_v6").contains("::"));
+    assert_eq!(r.stats("vpn1").protected, 5);
+}
+
+#[test]
+fn a_full_set_is_counted_logged_once_and_still_refreshes() {
+    let mut r = rig();
+    {
+        let mut sets = r.kernel.sets.lock().unwrap();
+        let s = sets.get_mut("hr_vpn1").unwrap();
+        s.members.insert(Entry::parse("198.51.100.9").unwrap(), Some(5));
+        s.limit = Some(s.members.len());
     }
-    println!("unwatched: {:.2} us per answer", t0.elapsed().as_secs_f64() / n as f64 * 1e6);
-    let watched = answer(
-        &["q1.x.example.org"],
-        &["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::4"],
-    );
-    let t0 = Instant::now();
-    for _ in 0..n {
-        handle_packet(
-            &watched,
-            &r.p.plan,
-            &mut r.p.book,
-            &mut r.p.counters,
-            &mut r.p.scratch,
-            false,
-        );
-        for p in &mut r.p.scratch.pending {
-            p.entries.clear();
-            p.seen.clear();
-        }
+    for i in 0..5 {
+        r.feed(vec![answer(
+            &["a.example.org"],
+            &["198.51.100.9", &format!("198.51.100.{}", 100 + i)],
+        )]);
     }
-    println!("watched: {:.2} us per answer", t0.elapsed().as_secs_f64() / n as f64 * 1e6);
+    let st = r.stats("vpn1");
+    assert_eq!((st.set_full, st.not_added, st.refreshed, st.new), (5, 5, 5, 0));
+    // The present entry had its timeout refreshed each time.
+    let sets = r.kernel.sets.lock().unwrap();
+    assert_eq!(sets["hr_vpn1"].members[&Entry::parse("198.51.100.9").unwrap()], Some(600));
+    drop(sets);
+    let errors: Vec<String> =
+        r.p.take_notes().into_iter().filter(|(l, _)| *l == Level::Error).map(|(_, n)| n).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("full") && errors[0].contains("1 not added"), "{errors:?}");
 }

@@ -173,6 +173,25 @@ impl PyPipeline {
         self.inner.detached(py, Pipeline::prepare_plan)
     }
 
+    /// Only answers from these addresses or networks count from now on (empty: any).
+    fn set_trusted(&self, nets: Vec<String>) -> PyResult<()> {
+        let nets = nets.iter().map(|n| Entry::parse(n)).collect::<Result<Vec<_>>>()?;
+        self.inner.with(|p| {
+            p.set_trusted(nets);
+            Ok(())
+        })
+    }
+
+    /// Addresses in these networks never go into a set (the router's own, its
+    /// resolvers and gateways); the classes that route nowhere are always out.
+    fn set_protected(&self, nets: Vec<String>) -> PyResult<()> {
+        let nets = nets.iter().map(|n| Entry::parse(n)).collect::<Result<Vec<_>>>()?;
+        self.inner.with(|p| {
+            p.set_protected(nets);
+            Ok(())
+        })
+    }
+
     /// Queue a DEBUG line per address added (new "+" or refreshed "=").
     fn set_verbose(&self, verbose: bool) -> PyResult<()> {
         self.inner.with(|p| {

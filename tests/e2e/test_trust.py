@@ -175,10 +175,9 @@ def test_solicited_answers_still_count_and_the_resolver_stays_reachable(topo: To
         assert in_set(topo, want4) and in_set(topo, want6), topo.log()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the Rust never-add filter")
 def test_the_resolvers_and_the_routers_own_addresses_are_never_added(topo: Topology) -> None:
     """Solicited answers naming addresses the router needs: dropped by the core's
-    never-add filter (protect.protected_networks) once it is in the plan."""
+    never-add filter (fed from protect.protected_networks)."""
     try:
         for qtype, server in (("A", DNS4), ("AAAA", DNS6)):
             for name in ("resolver.example.org", "router.example.org"):
@@ -189,14 +188,13 @@ def test_the_resolvers_and_the_routers_own_addresses_are_never_added(topo: Topol
             assert a not in members, (a, members)
         assert resolve(topo, "www.example.org") == ["203.0.113.21"]
     finally:
-        # today they do get in: take them out again, or DNS breaks for the next test
+        # should one get in after all, take it out again, or DNS breaks for the next test
         for a in (DNS4, ROUTER4):
             topo.router.sh(f"ipset -exist del {SET4} {a}", check=False)
         for a in (DNS6, ROUTER6):
             topo.router.sh(f"ipset -exist del {SET6} {a}", check=False)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the Rust trusted_resolvers filter")
 def test_only_trusted_resolvers_count(topo: Topology) -> None:
     """trusted_resolvers: [DNS4]: the same server answering over IPv6 (another
     source address) adds nothing."""

@@ -62,6 +62,8 @@ class FakePipeline:
         self.prepares = 0
         self.policies: dict[str, PolicyCounters] = {}
         self.runs = 0
+        self.trusted: list[str] = []
+        self.protected: list[str] = []
 
     def run(self, timeout: float, wake_fd: int | None = None) -> str:
         self.runs += 1
@@ -82,6 +84,12 @@ class FakePipeline:
     def prepare(self) -> list[str]:
         self.prepares += 1
         return self.plans[-1].prepare()
+
+    def set_trusted(self, nets: list[str]) -> None:
+        self.trusted = nets
+
+    def set_protected(self, nets: list[str]) -> None:
+        self.protected = nets
 
     def set_verbose(self, verbose: bool) -> None:
         self.verbose = verbose
