@@ -267,8 +267,6 @@ class Daemon:
         fixed = 0
         # Sets first: a MARK rule cannot go back in before its set exists.
         if self.pipeline is not None:
-            # DHCP and tunnels change the router's addresses and gateways.
-            self._guard(self.config)
             try:
                 for line in self.pipeline.prepare():
                     # INFO only when something had to be put back (a set, statics).
@@ -279,6 +277,8 @@ class Daemon:
         if self._firewall_on:
             fixed = self.firewall.reconcile()
             self.counters["reconciled"] += fixed
+        # DHCP and tunnels change the router's addresses and gateways.
+        self._guard(self.config)
         self._next_recheck = time.monotonic() + self.config.firewall.recheck_interval
         return fixed
 
