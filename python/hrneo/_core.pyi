@@ -105,7 +105,8 @@ class NflogReader(_Closeable):
         """
     def stats(self) -> dict[str, int]:
         """Counters: packets, dns, responses, queries, malformed, incomplete, non_dns,
-        dropped, enobufs, datagrams."""
+        dropped, enobufs, datagrams, and DNS over TCP put back together from its
+        segments: tcp_reassembled, tcp_flows, tcp_gaps, tcp_unfinished, tcp_dropped_bytes."""
 
 # ---------------------------------------------------------------- ipset
 

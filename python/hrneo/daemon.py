@@ -33,7 +33,14 @@ from hrneo.errors import ConfigError, DaemonError, FirewallError
 from hrneo.firewall import Firewall, describe
 from hrneo.instance import LOCK_PREFIX, InstanceLock
 from hrneo.pidfile import remove_pidfile, write_pidfile
-from hrneo.status import DaemonStatus, PipelineStats, PolicyCounters, PolicyStatus, ReloadInfo
+from hrneo.status import (
+    DaemonStatus,
+    PipelineStats,
+    PolicyCounters,
+    PolicyStatus,
+    ReloadInfo,
+    TcpStats,
+)
 
 if TYPE_CHECKING:
     from hrneo.metrics import MetricsServer
@@ -301,6 +308,7 @@ class Daemon:
         capture = ps["capture"] if ps else {"packets": 0, "dropped": 0, "enobufs": 0,
                                              "datagrams": 0, "malformed": 0}  # fmt: skip
         ct = ps["conntrack"] if ps else None
+        tcp = ps["tcp"] if ps else cast(TcpStats, dict.fromkeys(TcpStats.__annotations__, 0))
 
         def count(key: str) -> int:
             return int(cast(dict[str, Any], ps).get(key, 0)) if ps else 0
@@ -338,6 +346,7 @@ class Daemon:
             # 0 once every conntrack flush handed to the core's thread so far has run.
             "flush_pending": ct["pending"] if ct else 0,
             "capture": capture,
+            "tcp": tcp,
             "conntrack": ct,
             "last_reload": self.last_reload,
             "firewall": {

@@ -18,6 +18,16 @@ class CaptureStats(TypedDict):
     malformed: int
 
 
+class TcpStats(TypedDict):
+    """DNS over TCP put back together from its segments."""
+
+    reassembled: int  # messages that spanned more than one segment
+    flows: int  # connections followed now
+    gaps: int  # segments that never arrived: the rest of that connection is not read
+    unfinished: int  # messages never completed (connection closed, idle, or over a cap)
+    dropped_bytes: int
+
+
 class PolicyCounters(TypedDict):
     """One policy's counters (kept by name across reloads)."""
 
@@ -63,6 +73,7 @@ class PipelineStats(TypedDict):
     read_errors: int
     wakeups: int
     capture: CaptureStats
+    tcp: TcpStats
     policies: dict[str, PolicyCounters]
     conntrack: ConntrackStats | None
 
@@ -118,6 +129,7 @@ class DaemonStatus(TypedDict):
     reconciled: int
     flush_pending: int
     capture: CaptureStats
+    tcp: TcpStats
     conntrack: ConntrackStats | None
     last_reload: ReloadInfo | None
     firewall: FirewallStatus
@@ -149,6 +161,12 @@ def format_status(st: dict[str, Any]) -> str:
             f"  flush errors {st.get('flush_errors', 0)}  race misses {st.get('race_misses', 0)}"
         ),
     ]
+    tcp = st.get("tcp") or {}
+    if tcp.get("reassembled") or tcp.get("gaps") or tcp.get("dropped_bytes"):
+        lines.append(
+            f"dns over tcp: {tcp.get('reassembled', 0)} reassembled  {tcp.get('gaps', 0)} gaps"
+            f"  {tcp.get('dropped_bytes', 0)} bytes dropped  {tcp.get('flows', 0)} connections"
+        )
     rl = st.get("last_reload")
     if rl:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(rl.get("time", 0))))
@@ -194,6 +212,8 @@ _GLOBAL_METRICS = (
     ("queries_ignored", "hrneo_queries_ignored_total", "counter", "DNS queries ignored."),
     ("rcode_skipped", "hrneo_rcode_skipped_total", "counter", "Answers skipped: rcode not 0."),
     ("unwatched", "hrneo_unwatched_total", "counter", "Answers matching no policy."),
+    ("untrusted", "hrneo_untrusted_total", "counter",
+     "Answers not read: their source is not a trusted resolver."),
     ("malformed", "hrneo_malformed_total", "counter", "Packets that were not valid DNS."),
     ("dropped", "hrneo_capture_dropped_total", "counter",
      "Packets the kernel logged but could not deliver (socket buffer full)."),
@@ -204,6 +224,12 @@ _GLOBAL_METRICS = (
     ("race_misses", "hrneo_race_misses_total", "counter",
      "New addresses that already had connections to flush."),
     ("read_errors", "hrneo_read_errors_total", "counter", "Errors reading the capture socket."),
+    ("tcp.reassembled", "hrneo_tcp_reassembled_total", "counter",
+     "DNS-over-TCP messages put back together from several segments."),
+    ("tcp.gaps", "hrneo_tcp_gaps_total", "counter",
+     "DNS-over-TCP segments never seen: the rest of that connection was not read."),
+    ("tcp.dropped_bytes", "hrneo_tcp_dropped_bytes_total", "counter",
+     "DNS-over-TCP bytes not read (after a gap, or over the memory caps)."),
     ("reconciled", "hrneo_reinstalled_total", "counter",
      "Rules and routes put back after they vanished."),
     ("uptime", "hrneo_uptime_seconds", "gauge", "Seconds since the daemon started."),
@@ -243,6 +269,14 @@ def _number(value: object) -> str:
     return repr(f) if math.isfinite(f) else "NaN"
 
 
+def _lookup(st: dict[str, Any], key: str) -> object:
+    """`st[key]`, following dots into nested dicts; 0 when absent (older daemons)."""
+    value: object = st
+    for part in key.split("."):
+        value = value.get(part, 0) if isinstance(value, dict) else 0
+    return value
+
+
 def format_prometheus(st: dict[str, Any]) -> str:
     """`st` (a status reply) as Prometheus text exposition, one family per metric
     with its HELP and TYPE lines; per-policy series carry `policy` and `ipset` labels."""
@@ -254,7 +288,7 @@ def format_prometheus(st: dict[str, Any]) -> str:
 
     for key, name, kind, text in _GLOBAL_METRICS:
         family(name, kind, text)
-        out.append(f"{name} {_number(st.get(key, 0))}")
+        out.append(f"{name} {_number(_lookup(st, key))}")
     family("hrneo_info", "gauge", "The running daemon: 1, with its pid and config in labels.")
     out.append(
         f'hrneo_info{{pid="{_escape_label(st.get("pid", ""))}",'

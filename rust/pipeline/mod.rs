@@ -11,6 +11,7 @@ mod flush;
 mod guard;
 mod notes;
 mod plan;
+mod read;
 mod stats;
 
 pub use flush::{FlushTotals, FlushWorker, Flusher};
@@ -19,15 +20,16 @@ pub use notes::{Level, Notes};
 pub use plan::{IpsetWriter, Plan, PolicySpec, Prepared, SetWriter};
 pub use stats::{Counters, PolicyCounters};
 
+use read::{handle_packet, Ctx, Pending, Scratch};
+use stats::PolicyBook;
+
 use std::collections::HashSet;
 use std::io;
 use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::capture::{CaptureStats, Captured, PacketSource};
-use crate::dns::decode::{decode, Chain};
-use crate::dns::name::{match_key, name_text};
-use crate::dns::packet::{self, Skip};
+use crate::dns::{TcpStats, TcpStreams};
 use crate::error::{Error, Result};
 use crate::ipset::consts::IPSET_ERR_HASH_FULL;
 use crate::ipset::Entry;
@@ -53,51 +55,6 @@ pub enum Wake {
     Notes,
 }
 
-/// Addresses of one set collected during a wake-up.
-#[derive(Default)]
-struct Pending {
-    entries: Vec<Entry>,
-    seen: HashSet<Entry>,
-    /// With verbose notes: the index in `Scratch::qnames` of the answer that brought each.
-    why: Vec<usize>,
-}
-
-/// Buffers reused from one wake-up to the next.
-#[derive(Default)]
-struct Scratch {
-    keys: Vec<Vec<u8>>,
-    pending: Vec<Pending>,
-    qnames: Vec<String>,
-}
-
-/// Per-policy counters kept by policy name, so they survive a reload.
-#[derive(Default)]
-struct PolicyBook {
-    slots: Vec<(String, PolicyCounters)>,
-    /// Plan policy index -> slot.
-    slot_of: Vec<usize>,
-}
-
-impl PolicyBook {
-    fn attach(&mut self, plan: &Plan) {
-        self.slot_of = plan
-            .policies
-            .iter()
-            .map(|p| match self.slots.iter().position(|(n, _)| *n == p.name) {
-                Some(i) => i,
-                None => {
-                    self.slots.push((p.name.clone(), PolicyCounters::default()));
-                    self.slots.len() - 1
-                }
-            })
-            .collect();
-    }
-
-    fn of(&mut self, policy: usize) -> &mut PolicyCounters {
-        &mut self.slots[self.slot_of[policy]].1
-    }
-}
-
 /// Reader, plan and conntrack thread: the daemon's hot path.
 pub struct Pipeline {
     source: Box<dyn PacketSource>,
@@ -109,6 +66,7 @@ pub struct Pipeline {
     book: PolicyBook,
     scratch: Scratch,
     guard: Guard,
+    streams: TcpStreams,
     /// Per set: when its last commit error was logged, and how many since.
     error_log: Vec<(Option<Instant>, u64)>,
 }
@@ -141,6 +99,7 @@ impl Pipeline {
             book,
             scratch: Scratch::default(),
             guard: Guard::default(),
+            streams: TcpStreams::new(),
             error_log: Vec::new(),
         })
     }
@@ -211,13 +170,13 @@ impl Pipeline {
 
     /// Process what is queued now, without waiting; returns the datagrams read.
     pub fn process_queued(&mut self, max_datagrams: usize) -> usize {
-        let Pipeline { source, plan, book, counters, scratch, verbose, guard, .. } = self;
+        let Pipeline { source, plan, book, counters, scratch, verbose, guard, streams, .. } = self;
         if scratch.pending.len() < plan.sets.len() {
             scratch.pending.resize_with(plan.sets.len(), Pending::default);
         }
-        let ctx = Ctx { plan, guard, verbose: *verbose };
+        let ctx = Ctx { plan, guard, verbose: *verbose, now: Instant::now() };
         let mut on_packet =
-            |c: Captured<'_>| handle_packet(c.payload, &ctx, book, counters, scratch);
+            |c: Captured<'_>| handle_packet(c.payload, &ctx, book, counters, scratch, streams);
         let read = match source.drain(max_datagrams, &mut on_packet) {
             Ok(n) => n,
             Err(e) => {
@@ -358,6 +317,11 @@ impl Pipeline {
         self.source.stats()
     }
 
+    /// Counters of DNS-over-TCP reassembly.
+    pub fn tcp_stats(&self) -> TcpStats {
+        self.streams.stats
+    }
+
     /// Per-policy counters of the policies in the plan, in plan order, by name.
     pub fn policy_counters(&self) -> Vec<(String, PolicyCounters)> {
         let flushed = self.flush.as_ref().map(|w| w.totals().flushed_by_slot).unwrap_or_default();
@@ -421,112 +385,6 @@ fn log_limited(log: &mut Vec<(Option<Instant>, u64)>, si: usize, notes: &Notes, 
     };
     *last = Some(now);
     notes.push(Level::Error, format!("{line}{more}"));
-}
-
-/// What a packet is read against: the plan, the guard, the log verbosity.
-struct Ctx<'a> {
-    plan: &'a Plan,
-    guard: &'a Guard,
-    verbose: bool,
-}
-
-/// One IP packet: every DNS message in it.
-fn handle_packet(
-    payload: &[u8],
-    ctx: &Ctx<'_>,
-    book: &mut PolicyBook,
-    counters: &mut Counters,
-    scratch: &mut Scratch,
-) {
-    let seg = match packet::parse_ip(payload) {
-        Ok(s) => s,
-        Err(skip) => return count_skip(counters, skip),
-    };
-    if !ctx.guard.trusts(&seg.src) {
-        counters.untrusted += 1;
-        return;
-    }
-    let msgs = match seg.dns_messages() {
-        Ok(m) => m,
-        Err(skip) => return count_skip(counters, skip),
-    };
-    for (i, raw) in msgs.enumerate() {
-        match decode(raw) {
-            Ok(d) => handle_message(&d, ctx, book, counters, scratch),
-            // Later messages of a segment are a bonus; the first decides the verdict.
-            Err(skip) if i == 0 => return count_skip(counters, skip),
-            Err(_) => return,
-        }
-    }
-}
-
-fn count_skip(counters: &mut Counters, skip: Skip) {
-    match skip {
-        Skip::Malformed(_) => counters.malformed += 1,
-        Skip::Incomplete => counters.incomplete += 1,
-        Skip::NonDns => counters.non_dns += 1,
-    }
-}
-
-fn handle_message(
-    d: &crate::dns::decode::Decoded,
-    ctx: &Ctx<'_>,
-    book: &mut PolicyBook,
-    counters: &mut Counters,
-    scratch: &mut Scratch,
-) {
-    counters.events += 1;
-    if !d.is_response {
-        // A spoofed query may carry answer records: it must add nothing.
-        counters.queries_ignored += 1;
-        return;
-    }
-    counters.answers += 1;
-    if d.rcode != 0 {
-        counters.rcode_skipped += 1;
-        return;
-    }
-    let chain = Chain::follow(d);
-    let n = chain.names.len();
-    if scratch.keys.len() < n {
-        scratch.keys.resize_with(n, Vec::new);
-    }
-    for (name, key) in chain.names.iter().zip(&mut scratch.keys) {
-        match_key(name, key);
-    }
-    let Some(hit) = ctx.plan.watchlist.best(scratch.keys[..n].iter().map(Vec::as_slice)) else {
-        counters.unwatched += 1;
-        return;
-    };
-    let policy = usize::from(hit.policy);
-    let stats = book.of(policy);
-    stats.matched += 1;
-    let why = if ctx.verbose {
-        scratch.qnames.push(chain.names.first().map(|q| name_text(q)).unwrap_or_default());
-        scratch.qnames.len() - 1
-    } else {
-        0
-    };
-    chain.addresses(|ip, from_hint| {
-        if ctx.guard.protects(&ip) {
-            stats.protected += 1;
-            return;
-        }
-        let Some(si) = ctx.plan.set_for(policy, &ip) else {
-            stats.v6_dropped += u64::from(ip.is_ipv6());
-            return;
-        };
-        stats.hint_addresses += u64::from(from_hint);
-        // process_queued sized `pending` for the plan: always there.
-        let Some(p) = scratch.pending.get_mut(si) else { return };
-        let e = Entry::host(ip);
-        if p.seen.insert(e) {
-            p.entries.push(e);
-            if ctx.verbose {
-                p.why.push(why);
-            }
-        }
-    });
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The pipeline's counters: of the whole, and of each policy (kept by name
 //! across reloads).
 
+use super::Plan;
+
 /// Counters of one policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PolicyCounters {
@@ -96,5 +98,33 @@ impl Counters {
             ("read_errors", self.read_errors),
             ("wakeups", self.wakeups),
         ]
+    }
+}
+
+/// Per-policy counters kept by policy name, so they survive a reload.
+#[derive(Default)]
+pub(super) struct PolicyBook {
+    pub(super) slots: Vec<(String, PolicyCounters)>,
+    /// Plan policy index -> slot.
+    pub(super) slot_of: Vec<usize>,
+}
+
+impl PolicyBook {
+    pub(super) fn attach(&mut self, plan: &Plan) {
+        self.slot_of = plan
+            .policies
+            .iter()
+            .map(|p| match self.slots.iter().position(|(n, _)| *n == p.name) {
+                Some(i) => i,
+                None => {
+                    self.slots.push((p.name.clone(), PolicyCounters::default()));
+                    self.slots.len() - 1
+                }
+            })
+            .collect();
+    }
+
+    pub(super) fn of(&mut self, policy: usize) -> &mut PolicyCounters {
+        &mut self.slots[self.slot_of[policy]].1
     }
 }

@@ -206,20 +206,23 @@ impl PyPipeline {
         self.notes.take().into_iter().map(|(l, s)| (l as u8, s)).collect()
     }
 
-    /// Counters: the pipeline's, the capture socket's ("capture"), each
+    /// Counters: the pipeline's, the capture socket's ("capture"), DNS-over-TCP
+    /// reassembly's ("tcp"), each
     /// policy's ("policies", by name) and the conntrack thread's ("conntrack",
     /// None without one).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (counters, capture, policies, flush, pending, tracking) = self.inner.with(|p| {
-            Ok((
-                p.counters(),
-                p.capture_stats(),
-                p.policy_counters(),
-                p.flush_totals(),
-                p.flush_pending(),
-                p.flush_tracking(),
-            ))
-        })?;
+        let (counters, tcp, capture, policies, flush, pending, tracking) =
+            self.inner.with(|p| {
+                Ok((
+                    p.counters(),
+                    p.tcp_stats(),
+                    p.capture_stats(),
+                    p.policy_counters(),
+                    p.flush_totals(),
+                    p.flush_pending(),
+                    p.flush_tracking(),
+                ))
+            })?;
         let d = PyDict::new(py);
         for (k, v) in counters.as_pairs() {
             d.set_item(k, v)?;
@@ -235,6 +238,11 @@ impl PyPipeline {
             c.set_item(k, v)?;
         }
         d.set_item("capture", c)?;
+        let t = PyDict::new(py);
+        for (k, v) in tcp.as_pairs() {
+            t.set_item(k, v)?;
+        }
+        d.set_item("tcp", t)?;
         let pd = PyDict::new(py);
         for (name, pc) in policies {
             let one = PyDict::new(py);

@@ -18,6 +18,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 
 TYPES = {"A": 1, "NS": 2, "CNAME": 5, "AAAA": 28}
@@ -151,6 +152,9 @@ class DnsServer:
         self.garbage = False  # answer every query with random bytes
         self.truncated = False  # answer with the query's id and five zero bytes (malformed)
         self.as_query = False  # answer with a QUERY message carrying the answer records
+        # > 0: write TCP answers in pieces of this size, one segment each, the length
+        # prefix alone first (how a slow or small-MSS server splits them).
+        self.tcp_chunk = 0
         self.queries: list[tuple[str, str, str]] = []  # (transport, qname, qtype)
         self._lock = threading.Lock()
         fam = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -252,9 +256,20 @@ class DnsServer:
                     out = self.reply(query, "tcp")
                     if out is None:
                         return
-                    conn.sendall(struct.pack("!H", len(out)) + out)
+                    self._send_framed(conn, struct.pack("!H", len(out)) + out)
             except OSError:
                 return
+
+    def _send_framed(self, conn: socket.socket, framed: bytes) -> None:
+        step = self.tcp_chunk
+        if step <= 0:
+            conn.sendall(framed)
+            return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pieces = [framed[:2]] + [framed[i : i + step] for i in range(2, len(framed), step)]
+        for piece in pieces:
+            conn.sendall(piece)
+            time.sleep(0.002)  # one write, one segment: nothing left to coalesce
 
     def close(self) -> None:
         """Stop serving and close the sockets."""

@@ -160,6 +160,23 @@ def test_dns_over_tcp_is_seen(topo: Topology) -> None:
     assert in_set(topo, "203.0.113.25")
 
 
+def test_a_big_tcp_answer_in_small_segments_is_routed_whole(topo: Topology) -> None:
+    # 400 AAAA records (~20 KB) in 700-byte segments, the length prefix alone first.
+    addrs = [f"2001:db8:200::{i + 1:x}" for i in range(400)]
+    topo.dns.set("many.example.org", "AAAA", *addrs)
+    before = daemon_status(topo)["tcp"]["reassembled"]
+    topo.dns.tcp_chunk = 700
+    try:
+        got = resolve(topo, "many.example.org", "AAAA", tcp=True)
+    finally:
+        topo.dns.tcp_chunk = 0
+    assert sorted(got) == sorted(addrs)
+    assert wait_for(lambda: set(addrs) <= topo.members(SET6).keys()), topo.log()
+    st = daemon_status(topo)
+    assert st["tcp"]["reassembled"] == before + 1, st["tcp"]
+    assert st["tcp"]["gaps"] == 0 and st["tcp"]["dropped_bytes"] == 0, st["tcp"]
+
+
 def test_list_file_domains_are_watched(topo: Topology) -> None:
     assert resolve(topo, "list.example.net") == ["203.0.113.26"]
     assert in_set(topo, "203.0.113.26")

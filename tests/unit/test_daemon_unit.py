@@ -103,7 +103,9 @@ class FakePipeline:
             "events": 7, "answers": 6, "queries_ignored": 1, "rcode_skipped": 0, "unwatched": 2,
             "malformed": 1, "incomplete": 0, "non_dns": 0, "commit_errors": 0,
             "sets_recreated": 0, "read_errors": 0, "wakeups": 5,
+            "untrusted": 0,
             "capture": {"packets": 9, "dropped": 2, "enobufs": 1, "datagrams": 9, "malformed": 1},
+            "tcp": {"reassembled": 4, "flows": 1, "gaps": 1, "unfinished": 0, "dropped_bytes": 9},
             "policies": self.policies,
             "conntrack": {"calls": 1, "flushed": 3, "errors": 0, "race_misses": 1, "pending": 0,
                           "tracking": True, "flusher": {}},
@@ -336,6 +338,7 @@ def test_status_reports_pipeline_and_policies(tmp_path: Path) -> None:
         st = d.status()
         assert (st["events"], st["answers"], st["dropped"], st["malformed"]) == (7, 6, 2, 2)
         assert (st["flushed"], st["race_misses"], st["flush_pending"]) == (3, 1, 0)
+        assert (st["tcp"]["reassembled"], st["tcp"]["gaps"]) == (4, 1)
         vpn1, plain = st["policies"]
         assert (vpn1["name"], vpn1["domains"], vpn1["matched"], vpn1["new"]) == ("vpn1", 1, 3, 2)
         assert (plain["name"], plain["domains"], plain["matched"]) == ("plain", 2, 0)

@@ -31,6 +31,8 @@ STATUS: dict[str, Any] = {
     "rcode_skipped": 2, "unwatched": 30, "malformed": 1, "dropped": 0, "commit_errors": 0,
     "flushed": 7, "flush_errors": 0, "race_misses": 1, "read_errors": 0, "reconciled": 3,
     "flush_pending": 0, "last_reload": {"time": 1.0, "ok": True, "message": "ok"},
+    "untrusted": 6,
+    "tcp": {"reassembled": 5, "flows": 0, "gaps": 2, "unfinished": 1, "dropped_bytes": 700},
     "firewall": {"managed": True, "items": 4, "missing": ["ip rule x"]},
     "policies": [
         {"name": "vpn1", "ipset": "hr_vpn1", "ipset6": None, "domains": 5, **counters(
@@ -46,6 +48,9 @@ def test_prometheus_format() -> None:
     assert fams["hrneo_answers_total"] == [("", 60.0)]
     assert fams["hrneo_uptime_seconds"] == [("", 12.5)]
     assert fams["hrneo_reinstalled_total"] == [("", 3.0)]
+    assert fams["hrneo_untrusted_total"] == [("", 6.0)]
+    assert fams["hrneo_tcp_gaps_total"] == [("", 2.0)]
+    assert fams["hrneo_tcp_dropped_bytes_total"] == [("", 700.0)]
     assert fams["hrneo_firewall_missing"] == [("", 1.0)]
     assert fams["hrneo_last_reload_success"] == [("", 1.0)]
     assert ('{policy="vpn1",ipset="hr_vpn1"}', 4.0) in fams["hrneo_policy_addresses_new_total"]
@@ -60,8 +65,11 @@ def test_prometheus_format() -> None:
 
 
 def test_prometheus_tolerates_an_old_or_odd_reply() -> None:
-    fams = parse_exposition(format_prometheus({"events": "x", "policies": [None, {"name": 1}]}))
+    fams = parse_exposition(
+        format_prometheus({"events": "x", "tcp": "odd", "policies": [None, {"name": 1}]})
+    )
     assert fams["hrneo_dns_messages_total"] == [("", pytest.approx(float("nan"), nan_ok=True))]
+    assert fams["hrneo_tcp_gaps_total"] == [("", 0.0)]
     assert fams["hrneo_last_reload_success"][0][1] != fams["hrneo_last_reload_success"][0][1]
 
 
