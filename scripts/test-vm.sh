@@ -132,10 +132,8 @@ build_system() {
     rm -rf "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS/debootstrap"
     kver="$(ls "$kdir/lib/modules")"
     [ "$(wc -w <<<"$kver")" = 1 ] || die "expected one kernel in $KERNEL_PACKAGE, found: $kver"
-    case "$ARCH" in
-        arm64) cp "$kdir/boot/vmlinuz-$kver" "$SYS/kernel" ;;
-        mipsel) cp "$kdir/boot/vmlinux-$kver" "$SYS/kernel" ;;
-    esac
+    # arm64: an Image; Malta: a self-decompressing ELF, which qemu loads as it is.
+    cp "$kdir/boot/vmlinuz-$kver" "$SYS/kernel"
     depmod -b "$kdir" "$kver"
 
     # What no maintainer script did: proc is a symlink after the first stage, no accounts,

@@ -64,7 +64,11 @@ fn enter_kernel_netns(test: &str, programs: &[&str]) -> bool {
     if let Err(e) = Ipset::open() {
         let refused = [libc::EPROTONOSUPPORT, libc::EAFNOSUPPORT, libc::ESOCKTNOSUPPORT];
         if e.errno().is_some_and(|n| refused.contains(&n)) {
-            skip(test, &format!("the kernel refuses NETLINK_NETFILTER sockets ({e})"), true);
+            skip(
+                test,
+                &format!("NETLINK_NETFILTER sockets are refused here, as qemu-user does ({e})"),
+                true,
+            );
             return false;
         }
         panic!("{test}: netlink socket: {e}");
