@@ -106,7 +106,7 @@ module_closure() {
 }
 
 build_system() {
-    local mirror tmp kdeb kver kdir deb m
+    local mirror kver kdir deb m
     mirror="$(sed -n 's/^URIs: *\([^ ]*\/debian\)$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1)"
     [ -n "$mirror" ] || mirror="$(awk '$1=="deb" && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)"
     [ -n "$mirror" ] || die "no Debian mirror found in the host's apt sources"
@@ -327,9 +327,9 @@ debugfs -R "rdump /out $RUN" "$RUN/payload.ext4" >/dev/null 2>&1 || true
 
 # ---------------------------------------------------------------- verdict
 report="$(grep -a '^HRNEO-VM ' "$RUN/console.log" || true)"
-[ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || vlog "qemu did not finish within $timeout_s s"
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then vlog "qemu did not finish within $timeout_s s"; fi
 vlog "results (console: $RUN/console.log):"
-sed 's/^HRNEO-VM /  /' <<<"$report" | grep -v '^  START ' >&2 || true
+grep -v '^HRNEO-VM START ' <<<"$report" | sed 's/^HRNEO-VM /  /' >&2 || true
 ok=1
 grep -q '^HRNEO-VM RESULT PASS' <<<"$report" || ok=0
 for p in "${PARTS[@]}"; do

@@ -105,8 +105,8 @@ PY
 # HRNEO_REQUIRE_KERNEL=1 turns a skip of kernel_netlink into a failure, and every test it
 # lists must also have said "RAN".
 part_rust() {
-    local bin name rc=0 passed=0 failed=0 ignored=0 skipped=0 listed=0 ran=0 n log a b c d
-    for bin in $P/bin/*; do
+    local bin name rc=0 passed=0 nfailed=0 ignored=0 filtered=0 listed=0 ran=0 n log a b c d
+    for bin in "$P"/bin/*; do
         name=$(basename "$bin")
         log=$OUT/rust-$name.log
         echo "--- $name"
@@ -118,7 +118,7 @@ part_rust() {
         n=$(sed -n 's/^test result: .*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored; [0-9]* measured; \([0-9]*\) filtered out.*/\1 \2 \3 \4/p' "$log")
         [ -n "$n" ] || { rc=1; continue; }
         read -r a b c d <<<"$n"
-        passed=$((passed + a)) failed=$((failed + b)) ignored=$((ignored + c)) skipped=$((skipped + d))
+        passed=$((passed + a)) nfailed=$((nfailed + b)) ignored=$((ignored + c)) filtered=$((filtered + d))
         if [[ "$name" == kernel_netlink-* ]]; then
             listed=$("$bin" --list 2>/dev/null | grep -c ': test$')
             # libtest may print the marker after "test NAME ... " on the same line.
@@ -126,13 +126,14 @@ part_rust() {
         fi
     done
     if [ "$rc" -eq 0 ] && [ "$passed" -gt 0 ] && [ "$listed" -gt 0 ] && [ "$ran" -eq "$listed" ]; then
-        echo "PASS passed=$passed failed=$failed ignored=$ignored filtered=$skipped kernel_tests_ran=$ran/$listed"
+        echo "PASS passed=$passed failed=$nfailed ignored=$ignored filtered=$filtered kernel_tests_ran=$ran/$listed"
     else
-        echo "FAIL passed=$passed failed=$failed ignored=$ignored filtered=$skipped kernel_tests_ran=$ran/$listed"
+        echo "FAIL passed=$passed failed=$nfailed ignored=$ignored filtered=$filtered kernel_tests_ran=$ran/$listed"
     fi
 }
 
-for part in $(cat $P/parts); do
+read -r -a parts <$P/parts
+for part in "${parts[@]}"; do
     say "START $part"
     t=$(now_ms)
     res="$("part_$part" | tee /dev/stderr | tail -1)"
