@@ -17,8 +17,10 @@
 # Knobs (environment):
 #   HRNEO_VM_CACHE    rootfs, kernels, disk images (default ~/.cache/hrneo-vm; rebuilt
 #                     when the recipe below changes)
-#   HRNEO_VM_PARTS    what runs in the guest (default arm64: "smoke kernel", mipsel:
-#                     "smoke rust"; "kernel" on mipsel runs tests/kernel with the hard-float build)
+#   HRNEO_VM_PARTS    what runs in the guest, of: smoke (scripts/vm/smoke_vm.py), kernel
+#                     (tests/kernel), rust (the static musl test binaries). Default arm64:
+#                     "smoke kernel", mipsel: "smoke rust" (mipsel's tests/kernel, with the
+#                     hard-float build, takes 8-20 min)
 #   HRNEO_VM_TIMEOUT  seconds for the whole qemu run (default from the parts)
 #   HRNEO_CROSS_TARGET_DIR, HRNEO_NICE: see scripts/cross-env.sh
 #
@@ -52,7 +54,7 @@ read -r -a PARTS <<<"${HRNEO_VM_PARTS:-$DEFAULT_PARTS}"
 for p in "${PARTS[@]}"; do
     case "$p" in
         smoke | kernel) ;;
-        rust) [ "$ARCH" = mipsel ] || die "part 'rust' is for mipsel (aarch64's runs under qemu-user)" ;;
+        rust) ;;
         *) die "unknown part '$p' (smoke, kernel, rust)" ;;
     esac
 done
@@ -83,7 +85,7 @@ NET_MODULE_DIRS=(kernel/net/netfilter kernel/net/ipv4/netfilter kernel/net/ipv6/
 NET_MODULES=(veth dummy)
 DISK_MODULES=(virtio_pci virtio_blk ext4)
 # Bump when the steps below change: a cached system of another recipe is rebuilt.
-RECIPE="1 $GUEST_PACKAGES $KERNEL_PACKAGE ${NET_MODULE_DIRS[*]} ${NET_MODULES[*]} ${DISK_MODULES[*]}"
+RECIPE="2 $GUEST_PACKAGES $KERNEL_PACKAGE ${NET_MODULE_DIRS[*]} ${NET_MODULES[*]} ${DISK_MODULES[*]}"
 
 SYS="$VM_CACHE/$ARCH"
 ROOTFS="$SYS/rootfs"
@@ -187,6 +189,9 @@ build_system() {
         basename "$m" >>"$SYS/disk-modules/load-order"
     done
     rm -rf "$kdir"
+    # The image is the product; of the tree only busybox is needed again.
+    cp "$ROOTFS/bin/busybox" "$SYS/busybox"
+    rm -rf "$ROOTFS"
     echo "$RECIPE" >"$SYS/recipe"
 }
 
@@ -203,7 +208,7 @@ initrd="$SYS/initrd.gz"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
     mkdir -p "$tmp/bin"
-    cp "$ROOTFS/bin/busybox" "$tmp/bin/busybox"
+    cp "$SYS/busybox" "$tmp/bin/busybox"
     cp -r "$SYS/disk-modules" "$tmp/modules"
     install -m 755 "$VM_DIR/init" "$tmp/init"
     (cd "$tmp" && find . | cpio -o -H newc --quiet) | gzip -1 >"$initrd"
@@ -264,7 +269,10 @@ fi
 
 # The static musl test binaries of scripts/test-cross.sh (same flags, same target dir).
 if has_part rust; then
-    t=mipsel-unknown-linux-musl
+    case "$ARCH" in
+        arm64) t=aarch64-unknown-linux-musl machine=AArch64 ;;
+        mipsel) t=mipsel-unknown-linux-musl machine=MIPS ;;
+    esac
     ensure_cross_tools
     use_zig_linker "$t"
     unset "$(target_env "$t" RUSTFLAGS)"
@@ -278,7 +286,7 @@ for line in sys.stdin:
         print(m["executable"])' >"$RUN/test-bins"
     grep -q '/kernel_netlink-' "$RUN/test-bins" || die "no kernel_netlink test binary was built"
     while read -r bin; do
-        readelf -h "$bin" | grep -q 'Machine: *MIPS' || die "$bin is not a MIPS executable"
+        readelf -h "$bin" | grep -q "Machine: *$machine" || die "$bin is not an $machine executable"
         cp "$bin" "$PAYLOAD/bin/"
     done <"$RUN/test-bins"
     echo "$HRNEO_ROOT" >"$PAYLOAD/manifest-dir"
@@ -302,7 +310,7 @@ if [ -z "$timeout_s" ]; then
         case "$ARCH:$p" in
             *:smoke) timeout_s=$((timeout_s + 120)) ;;
             arm64:kernel) timeout_s=$((timeout_s + 600)) ;;
-            mipsel:kernel) timeout_s=$((timeout_s + 1200)) ;;
+            mipsel:kernel) timeout_s=$((timeout_s + 2400)) ;;
             *:rust) timeout_s=$((timeout_s + 300)) ;;
         esac
     done
@@ -320,7 +328,7 @@ timeout --kill-after=10 "$timeout_s" nice -n "$HRNEO_NICE" "$QEMU" "${QEMU_ARGS[
     -device virtio-blk-pci,drive=root,serial=hrneo-root \
     -drive "file=$RUN/payload.ext4,format=raw,if=none,id=payload" \
     -device virtio-blk-pci,drive=payload,serial=hrneo-payload \
-    </dev/null 2>&1 | tr -d '\r' | tee "$RUN/console.log" || rc=$?
+    </dev/null 2>&1 | sed -u 's/\r$//' | tee "$RUN/console.log" || rc=$?
 t_run=$(($(date +%s) - t_boot))
 # The guest's logs (pytest's junit XML, ...) for a closer look.
 debugfs -R "rdump /out $RUN" "$RUN/payload.ext4" >/dev/null 2>&1 || true
