@@ -262,7 +262,8 @@ WRAP
     unzip -q "$WHEEL" -d "$PAYLOAD/site"
     so="$(ls "$PAYLOAD"/site/hrneo/_core*.so)"
     if [ "$ARCH" = mipsel ]; then
-        readelf -A "$so" | grep -q "FP ABI: Hard float" || die "$so: not hard-float"
+        # Not `readelf | grep -q`: with pipefail, grep's early exit can fail the pipe.
+        grep -q "FP ABI: Hard float" <<<"$(readelf -A "$so")" || die "$so: not hard-float"
     fi
     vlog "extension under test: $(basename "$WHEEL")"
 fi
@@ -286,7 +287,7 @@ for line in sys.stdin:
         print(m["executable"])' >"$RUN/test-bins"
     grep -q '/kernel_netlink-' "$RUN/test-bins" || die "no kernel_netlink test binary was built"
     while read -r bin; do
-        readelf -h "$bin" | grep -q "Machine: *$machine" || die "$bin is not an $machine executable"
+        grep -q "Machine: *$machine" <<<"$(readelf -h "$bin")" || die "$bin is not an $machine executable"
         cp "$bin" "$PAYLOAD/bin/"
     done <"$RUN/test-bins"
     echo "$HRNEO_ROOT" >"$PAYLOAD/manifest-dir"
