@@ -301,6 +301,7 @@ mkdir -p "$PAYLOAD/out"
 # No journal: the host reads the results back with debugfs, which does not replay one.
 mb=$(($(du -sm "$PAYLOAD" | cut -f1) + 64))
 mke2fs -q -t ext4 -O ^has_journal -L hrneo-payload -d "$PAYLOAD" "$RUN/payload.ext4" "${mb}M"
+rm -rf "$PAYLOAD"
 t_build=$(($(date +%s) - t_build))
 
 # ---------------------------------------------------------------- boot
@@ -310,7 +311,7 @@ if [ -z "$timeout_s" ]; then
     for p in "${PARTS[@]}"; do
         case "$ARCH:$p" in
             *:smoke) timeout_s=$((timeout_s + 120)) ;;
-            arm64:kernel) timeout_s=$((timeout_s + 600)) ;;
+            arm64:kernel) timeout_s=$((timeout_s + 900)) ;;
             mipsel:kernel) timeout_s=$((timeout_s + 2400)) ;;
             *:rust) timeout_s=$((timeout_s + 300)) ;;
         esac

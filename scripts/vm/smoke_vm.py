@@ -69,12 +69,18 @@ def platform_facts() -> None:
     core = hrneo._core.__file__ or ""
     print(f"python {platform.python_version()} on {platform.machine()} ({sys.byteorder}-endian)")
     print(f"hrneo {hrneo.__version__} from {core}")
-    check(core.startswith(os.environ.get("PYTHONPATH", "/nonexistent")), "the build under test is imported")
+    check(
+        core.startswith(os.environ.get("PYTHONPATH", "/nonexistent")),
+        "the build under test is imported",
+    )
     with open(core, "rb") as f:
         head = f.read(20)
     machine = struct.unpack("<H", head[18:20])[0]
     want = {"aarch64": 183, "mips": 8}[platform.machine()]
-    check(head[:4] == b"\x7fELF" and machine == want, f"_core is an ELF for this CPU (e_machine {machine})")
+    check(
+        head[:4] == b"\x7fELF" and machine == want,
+        f"_core is an ELF for this CPU (e_machine {machine})",
+    )
 
 
 def members(name: str) -> dict[str, int | None]:
@@ -95,7 +101,11 @@ def ipset_new_list() -> None:
     sh("ipset", "create", "hrvm4p", "hash:ip")
     cases = [
         ("hrvm4", ["192.0.2.1", "198.51.100.0/24"], ["192.0.2.1", "192.0.2.2", "198.51.100.0/24"]),
-        ("hrvm6", ["2001:db8::1", "2001:db8:1::/48"], ["2001:db8:1::/48", "2001:db8::2", "2001:db8::1"]),
+        (
+            "hrvm6",
+            ["2001:db8::1", "2001:db8:1::/48"],
+            ["2001:db8:1::/48", "2001:db8::2", "2001:db8::1"],
+        ),
         ("hrvm4p", ["192.0.2.10", "192.0.2.11"], ["192.0.2.11", "192.0.2.12"]),
     ]
     for name, first, second in cases:
@@ -115,13 +125,19 @@ def ipset_new_list() -> None:
         check(set(got) == set(first) | set(second), f"{name}: `ipset list` shows {sorted(got)}")
         if timeout:
             # Present entries were refreshed by the second commit: back at ~600 s.
-            check(all(t is not None and t >= 598 for t in got.values()), f"{name}: timeouts refreshed {got}")
+            check(
+                all(t is not None and t >= 598 for t in got.values()),
+                f"{name}: timeouts refreshed {got}",
+            )
     b = IpsetBatch("hrvm4", timeout=600)
     b.add("2001:db8::9")
     try:
         b.commit()
     except OSError as e:
-        check("inet" in str(e).lower() or "family" in str(e).lower(), f"IPv6 into an IPv4 set refused: {e}")
+        check(
+            "inet" in str(e).lower() or "family" in str(e).lower(),
+            f"IPv6 into an IPv4 set refused: {e}",
+        )
     else:
         check(False, "IPv6 into an IPv4 set refused")
 
@@ -129,17 +145,36 @@ def ipset_new_list() -> None:
 def nflog_round_trip() -> None:
     group = "77"
     for prog in ("iptables", "ip6tables"):
-        sh(prog, "-w", "-A", "OUTPUT", "-p", "udp", "--sport", "53", "-j", "NFLOG", "--nflog-group", group)
+        sh(
+            prog,
+            "-w",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "udp",
+            "--sport",
+            "53",
+            "-j",
+            "NFLOG",
+            "--nflog-group",
+            group,
+        )
     sent = []
     with NflogReader(int(group)) as reader:
-        for fam, lo, addr in ((socket.AF_INET, "127.0.0.1", "192.0.2.53"), (socket.AF_INET6, "::1", "2001:db8::53")):
+        for fam, lo, addr in (
+            (socket.AF_INET, "127.0.0.1", "192.0.2.53"),
+            (socket.AF_INET6, "::1", "2001:db8::53"),
+        ):
             server = socket.socket(fam, socket.SOCK_DGRAM)
             server.bind((lo, 53))
             client = socket.socket(fam, socket.SOCK_DGRAM)
             client.bind((lo, 0))
             for i in range(10):
                 txid = (0x4000 if fam == socket.AF_INET6 else 0x1000) + i
-                server.sendto(dns_answer(txid, "www.example.com", "edge.example.net", addr), client.getsockname()[:2])
+                server.sendto(
+                    dns_answer(txid, "www.example.com", "edge.example.net", addr),
+                    client.getsockname()[:2],
+                )
                 sent.append((txid, lo, client.getsockname()[1], addr))
             server.close()
             client.close()
@@ -148,13 +183,29 @@ def nflog_round_trip() -> None:
         while len(events) < len(sent) and time.monotonic() < deadline:
             events += reader.read(timeout=0.5)
         stats = reader.stats()
-    check(len(events) == len(sent), f"NFLOG: {len(events)} of {len(sent)} answers read (stats {stats})")
+    check(
+        len(events) == len(sent),
+        f"NFLOG: {len(events)} of {len(sent)} answers read (stats {stats})",
+    )
     for ev, (txid, lo, port, addr) in zip(events, sent):
-        fields = (ev.is_response, ev.txid, ev.src, ev.dst, ev.sport, ev.dport, ev.chain, ev.addresses, ev.min_ttl)
+        fields = (
+            ev.is_response,
+            ev.txid,
+            ev.src,
+            ev.dst,
+            ev.sport,
+            ev.dport,
+            ev.chain,
+            ev.addresses,
+            ev.min_ttl,
+        )
         want = (True, txid, lo, lo, 53, port, ["www.example.com", "edge.example.net"], [addr], 60)
         if fields != want:
             check(False, f"NFLOG event {fields} == {want}")
-    check(True, "NFLOG: every event has the right id, addresses, ports, CNAME chain, TTL (IPv4 and IPv6)")
+    check(
+        True,
+        "NFLOG: every event has the right id, addresses, ports, CNAME chain, TTL (IPv4 and IPv6)",
+    )
     check(stats["dropped"] == 0 and stats["enobufs"] == 0, f"NFLOG: nothing dropped {stats}")
 
 
@@ -172,7 +223,9 @@ def udp_flow(lo: str, dst: str) -> tuple[socket.socket, socket.socket]:
 
 def conntrack_entries(dst: str) -> int:
     fam = "ipv6" if ":" in dst else "ipv4"
-    out = subprocess.run(["conntrack", "-L", "-f", fam, "-d", dst], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["conntrack", "-L", "-f", fam, "-d", dst], capture_output=True, text=True, check=False
+    )
     return sum(1 for line in out.stdout.splitlines() if line.strip())
 
 
@@ -181,23 +234,36 @@ def conntrack_flush() -> None:
     for prog in ("iptables", "ip6tables"):
         sh(prog, "-w", "-A", "OUTPUT", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT")
     sh("ip", "-6", "addr", "add", "2001:db8::80/128", "dev", "lo", "nodad")
-    keep = [udp_flow(lo, dst) for lo, dst in (("127.0.0.1", "127.0.0.2"), ("127.0.0.1", "127.0.0.3"),
-                                                ("::1", "2001:db8::80"), ("::1", "::1"))]
-    check(all(conntrack_entries(d) == 1 for d in ("127.0.0.2", "127.0.0.3", "2001:db8::80")),
-          "conntrack -L shows one flow per destination")
+    keep = [
+        udp_flow(lo, dst)
+        for lo, dst in (
+            ("127.0.0.1", "127.0.0.2"),
+            ("127.0.0.1", "127.0.0.3"),
+            ("::1", "2001:db8::80"),
+            ("::1", "::1"),
+        )
+    ]
+    check(
+        all(conntrack_entries(d) == 1 for d in ("127.0.0.2", "127.0.0.3", "2001:db8::80")),
+        "conntrack -L shows one flow per destination",
+    )
     f = ConntrackFlusher()
     n = f.flush(["127.0.0.2", "2001:db8::80"])
     check(n == 2, f"ConntrackFlusher.flush deleted {n} of 2 (stats {f.stats()})")
-    check(conntrack_entries("127.0.0.2") == 0 and conntrack_entries("2001:db8::80") == 0,
-          "conntrack -L: the flushed flows are gone")
+    check(
+        conntrack_entries("127.0.0.2") == 0 and conntrack_entries("2001:db8::80") == 0,
+        "conntrack -L: the flushed flows are gone",
+    )
     check(conntrack_entries("127.0.0.3") == 1, "conntrack -L: the other flow is still there")
     t = ConntrackFlusher(track=True)
     keep.append(udp_flow("127.0.0.1", "127.0.0.4"))
     t.poll_events()
     n = t.flush(["127.0.0.4"])
     s = t.stats()
-    check(n == 1 and s["tracking"] == 1 and s["index_lookups"] == 1,
-          f"tracking flusher: deleted {n} from its event index (stats {s})")
+    check(
+        n == 1 and s["tracking"] == 1 and s["index_lookups"] == 1,
+        f"tracking flusher: deleted {n} from its event index (stats {s})",
+    )
     for sock in (s for pair in keep for s in pair):
         sock.close()
 
