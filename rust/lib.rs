@@ -22,7 +22,8 @@ mod py;
 mod testutil;
 
 pub use capture::{
-    decode_datagram, CaptureStats, Captured, DnsEventReader, NflogConfig, NflogReader, PacketSource,
+    decode_datagram, decode_queue_datagram, CaptureStats, Captured, DnsEventReader, HoldStats,
+    NflogConfig, NflogReader, NfqueueConfig, NfqueueReader, PacketSource, QueueDatagram,
 };
 pub use conntrack::{ConntrackFlusher, Flushed, FlusherStats};
 pub use dns::{

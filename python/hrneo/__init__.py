@@ -2,6 +2,7 @@
 
 The core classes come from the compiled Rust module ``hrneo._core``:
 :class:`NflogReader` (DNS answers copied by the kernel's NFLOG target),
+:class:`NfqueueReader` (hold mode: answers held by NFQUEUE until accepted),
 :class:`IpsetBatch` (batched ipset adds that report which addresses were new),
 :class:`ConntrackFlusher` (deletes the conntrack entries of new addresses),
 :class:`IpsetSession` (the kernel's set verbs), :class:`Watchlist` (the
@@ -21,6 +22,7 @@ from hrneo._core import (
     IpsetBatch,
     IpsetSession,
     NflogReader,
+    NfqueueReader,
     Pipeline,
     Plan,
     Watchlist,
@@ -40,6 +42,7 @@ __all__ = [
     "IpsetError",
     "IpsetSession",
     "NflogReader",
+    "NfqueueReader",
     "Pipeline",
     "Plan",
     "WatchMatch",

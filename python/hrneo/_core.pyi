@@ -15,6 +15,7 @@ __all__ = [
     "IpsetBatch",
     "IpsetSession",
     "NflogReader",
+    "NfqueueReader",
     "Pipeline",
     "Plan",
     "WatchMatch",
@@ -71,6 +72,7 @@ class DnsEvent:
     addresses: list[str]  # A/AAAA data of the chain, then SVCB/HTTPS hints; deduplicated
     hints: list[str]  # the addresses that came only from SVCB/HTTPS hints
     min_ttl: int  # smallest TTL on the chain (0 if there are no answers)
+    packet_id: int | None  # NfqueueReader: the held packet's id, to accept it by; else None
 
 def parse_packet(data: bytes) -> DnsEvent | None:
     """Parse one IPv4/IPv6 packet (UDP or TCP, port 53). None if it is not DNS."""
@@ -107,6 +109,53 @@ class NflogReader(_Closeable):
         """Counters: packets, dns, responses, queries, malformed, incomplete, non_dns,
         dropped, enobufs, datagrams, and DNS over TCP put back together from its
         segments: tcp_reassembled, tcp_flows, tcp_gaps, tcp_unfinished, tcp_dropped_bytes."""
+
+@final
+class NfqueueReader(_Closeable):
+    """Hold mode: reads DNS packets the kernel's NFQUEUE target queues
+    (nfnetlink_queue) and holds each until it is accepted.
+
+    The answer itself waits in the kernel, so whatever the caller does with an
+    event (put its addresses in a set) happens before the client sees the answer.
+    Every verdict is ACCEPT: nothing is dropped or changed. Packets with no DNS
+    message in them are accepted at once; a packet not accepted within
+    `hold_max_ms` (and anything queued while the reader does not read) is
+    accepted by a deadline thread; a full socket lets packets through unread
+    (fail-open, counted); `close()` accepts everything queued, then unbinds.
+    """
+
+    def __new__(
+        cls,
+        queue_num: int,
+        *,
+        hold_max_ms: int = 50,
+        rcvbuf: int = 8 * 1024 * 1024,
+        copy_range: int = 0xFFFF,
+        maxlen: int = 65536,
+    ) -> Self:
+        """Bind queue `queue_num` (copy-packet mode, fail-open and GSO flags)."""
+    @property
+    def queue_num(self) -> int:
+        """The queue this reader is bound to."""
+    @property
+    def notes(self) -> list[str]:
+        """What the bind found missing in this kernel (the fail-open or GSO flag)."""
+    def fileno(self) -> int: ...
+    def read(self, max_events: int = 1024, timeout: float | None = None) -> list[DnsEvent]:
+        """Drain queued packets and return the DNS messages among them, each with
+        its `packet_id` (several messages of one TCP segment share it).
+
+        timeout=None waits for the first packet; 0 does not wait; otherwise
+        waits at most `timeout` seconds. Returns [] on timeout.
+        """
+    def accept(self, ids: list[int]) -> None:
+        """Let the packets with these ids go on (ids released already are ignored)."""
+    def accept_all(self) -> None:
+        """Let every packet read so far go on."""
+    def stats(self) -> dict[str, int]:
+        """The counters of NflogReader.stats(), and of holding: held, released,
+        outstanding, hold_timeouts, fail_opens, verdict_errors, and the hold time
+        (read to verdict) of the last 4096 packets: hold_p50_us, hold_p99_us, hold_max_us."""
 
 # ---------------------------------------------------------------- ipset
 
@@ -267,7 +316,7 @@ class Plan:
 
 @final
 class Pipeline(_Closeable):
-    """The hot path: NFLOG reader, plan and conntrack thread, run with the GIL released."""
+    """The hot path: capture source, plan and conntrack thread, run with the GIL released."""
 
     def __new__(
         cls,
@@ -276,7 +325,13 @@ class Pipeline(_Closeable):
         nflog_group: int = 100,
         rcvbuf: int = 4 * 1024 * 1024,
         conntrack: Literal["events", "dump", "off"] = "events",
-    ) -> Self: ...
+        capture: Literal["nflog", "nfqueue"] = "nflog",
+        nfqueue_num: int = 100,
+        hold_max_ms: int = 50,
+    ) -> Self:
+        """capture="nflog" reads copies from group `nflog_group`; "nfqueue" holds
+        each answer in queue `nfqueue_num` until its addresses are in the sets
+        (unwatched ones go at once; `hold_max_ms` at most)."""
     def run(
         self, timeout: float, wake_fd: int | None = None
     ) -> Literal["timeout", "wake", "signal", "notes"]:
@@ -284,7 +339,19 @@ class Pipeline(_Closeable):
         when `wake_fd` is readable, a signal arrived or a warning waits."""
     def process_queued(self) -> int: ...
     def swap_plan(self, plan: Plan) -> None: ...
-    def swap_source(self, group: int) -> None: ...
+    def swap_source(
+        self,
+        number: int,
+        *,
+        capture: Literal["nflog", "nfqueue"] = "nflog",
+        hold_max_ms: int = 50,
+        rcvbuf: int = 4 * 1024 * 1024,
+    ) -> None:
+        """Read NFLOG group or queue `number` from now on; the old source's queued
+        packets are processed first (a queue accepts what it holds, then unbinds)."""
+    def set_hold_max(self, hold_max_ms: int) -> bool:
+        """A new longest hold (hold mode), from the deadline's next tick on; False
+        if the source holds nothing."""
     def prepare(self) -> list[str]: ...
     def set_trusted(self, nets: list[str]) -> None:
         """Only answers from these addresses/networks count from now on ([]: any source)."""

@@ -61,6 +61,18 @@ _RESTORED_RE = re.compile(r"^created set |\((?!0 new\))\d+ new\)$")
 __all__ = ["Daemon", "DaemonError"]
 
 
+def capture_key(cfg: Config) -> tuple[str, int]:
+    """What a daemon claims: its NFLOG group or its queue."""
+    return (cfg.capture, cfg.capture_number)
+
+
+def describe_capture(cfg: Config) -> str:
+    """The capture in words, for the log."""
+    if cfg.capture == "nfqueue":
+        return f"nfqueue {cfg.nfqueue_num} (hold mode, {cfg.hold_max_ms} ms at most)"
+    return f"nflog group {cfg.nflog_group}"
+
+
 class Daemon:
     """hrneo's daemon; `run()` is the whole life, the other methods are its parts."""
 
@@ -103,7 +115,10 @@ class Daemon:
         self._next_recheck = 0.0
         self._firewall_on = False
         self.lock = InstanceLock(
-            config.nflog_group, config.control_socket if control else None, prefix=lock_prefix
+            config.capture_number,
+            config.control_socket if control else None,
+            capture=config.capture,
+            prefix=lock_prefix,
         )
         self._locked = False
         self._resource_log_t = 0.0
@@ -151,8 +166,8 @@ class Daemon:
         self._serve_metrics(cfg.metrics_listen)
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         log.info(
-            "hrneo running: nflog group %d, %d policies, %d domains, control socket %s",
-            cfg.nflog_group, len(cfg.policies), len(cfg.watchlist),
+            "hrneo running: %s, %d policies, %d domains, control socket %s",
+            describe_capture(cfg), len(cfg.policies), len(cfg.watchlist),
             cfg.control_socket if self.control else "off",
         )  # fmt: skip
 
@@ -173,9 +188,11 @@ class Daemon:
         for w in warnings:
             log.warning("%s", w)
         claim = None
-        if self._locked and cfg.nflog_group != self.config.nflog_group:
-            # A new group is claimed as at start: another daemon's is never taken over.
-            claim = InstanceLock(cfg.nflog_group, None, prefix=self.lock.prefix)
+        if self._locked and capture_key(cfg) != capture_key(self.config):
+            # A new group or queue is claimed as at start: another daemon's is never taken over.
+            claim = InstanceLock(
+                cfg.capture_number, None, capture=cfg.capture, prefix=self.lock.prefix
+            )
             try:
                 claim.acquire()
             except DaemonError as e:
@@ -198,6 +215,12 @@ class Daemon:
         for line in notes:
             log.info("%s", line)
         old = self.config
+        try:
+            # Before the rules: a capture that cannot be bound rejects the reload
+            # while nothing else has changed yet.
+            self._switch_capture(old, cfg)
+        except (OSError, ValueError) as e:
+            return self._reloaded(now, False, f"reload failed, keeping the old config: {e}")
         if cfg.firewall.manage_rules:
             try:
                 self.firewall.apply(cfg)
@@ -211,9 +234,6 @@ class Daemon:
             # Between two wake-ups: no answer is half in each plan.
             self.pipeline.swap_plan(plan)
             self._guard(cfg)
-            if cfg.nflog_group != old.nflog_group:
-                self.pipeline.swap_source(cfg.nflog_group)
-                log.info("now reading nflog group %d", cfg.nflog_group)
         if cfg.control_socket != old.control_socket:
             log.warning("control_socket change takes effect at the next restart")
         if cfg.conntrack_events != old.conntrack_events:
@@ -227,6 +247,20 @@ class Daemon:
         return self._reloaded(
             now, True, f"reloaded: {len(cfg.policies)} policies, {len(cfg.watchlist)} domains"
         )
+
+    def _switch_capture(self, old: Config, cfg: Config) -> None:
+        """Read the new config's group or queue; a new deadline alone needs no new socket.
+        Between the switch and the new rules, answers pass unread for a moment."""
+        if self.pipeline is None:
+            return
+        if capture_key(cfg) != capture_key(old):
+            self.pipeline.swap_source(
+                cfg.capture_number, capture=cfg.capture, hold_max_ms=cfg.hold_max_ms
+            )
+            log.info("now reading %s", describe_capture(cfg))
+        elif cfg.capture == "nfqueue" and cfg.hold_max_ms != old.hold_max_ms:
+            self.pipeline.set_hold_max(cfg.hold_max_ms)
+            log.info("hold_max_ms is now %d", cfg.hold_max_ms)
 
     def _reloaded(self, when: float, ok: bool, message: str) -> bool:
         (log.info if ok else log.error)("%s", message)
@@ -327,6 +361,8 @@ class Daemon:
             "pid": os.getpid(),
             "config": self.config.path,
             "nflog_group": self.config.nflog_group,
+            "capture_mode": self.config.capture,
+            "nfqueue_num": self.config.nfqueue_num,
             "uptime": time.time() - self.started,
             "events_per_s": round(self.rate, 1),
             "events": count("events"),
@@ -347,6 +383,7 @@ class Daemon:
             "flush_pending": ct["pending"] if ct else 0,
             "capture": capture,
             "tcp": tcp,
+            "hold": ps.get("hold") if ps else None,
             "conntrack": ct,
             "last_reload": self.last_reload,
             "firewall": {

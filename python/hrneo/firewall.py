@@ -58,7 +58,7 @@ class IptRule:
     table: str
     chain: str
     spec: tuple[str, ...]
-    essential: bool = False  # NFLOG rules: without them the daemon sees nothing
+    essential: bool = False  # capture rules: without them the daemon sees nothing
     verified: bool = False  # carries VERIFY_SPEC (the conntrack match)
 
 
@@ -107,6 +107,14 @@ def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.CompletedProcess(list(argv), CANNOT_RUN, "", f"cannot run: {e}")
 
 
+def capture_target(cfg: Config) -> tuple[str, ...]:
+    """Where a DNS answer goes: a copy to the NFLOG group, or (hold mode) the
+    answer itself to the queue, passed on when no daemon listens."""
+    if cfg.capture == "nfqueue":
+        return ("-j", "NFQUEUE", "--queue-num", str(cfg.nfqueue_num), "--queue-bypass")
+    return ("-j", "NFLOG", "--nflog-group", str(cfg.nflog_group))
+
+
 def desired_items(cfg: Config, unverified: Collection[int] = ()) -> list[Item]:
     """What the daemon installs for `cfg`, in install order.
 
@@ -122,8 +130,7 @@ def desired_items(cfg: Config, unverified: Collection[int] = ()) -> list[Item]:
             for proto in ("udp", "tcp"):
                 spec = (
                     "-p", proto, "--sport", "53", *(VERIFY_SPEC if verify else ()),
-                    "-m", "comment", "--comment", f"{COMMENT_PREFIX}dns",
-                    "-j", "NFLOG", "--nflog-group", str(cfg.nflog_group),
+                    "-m", "comment", "--comment", f"{COMMENT_PREFIX}dns", *capture_target(cfg),
                 )  # fmt: skip
                 items.append(
                     IptRule(family, "filter", chain, spec, essential=True, verified=verify)

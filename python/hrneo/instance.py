@@ -1,17 +1,19 @@
-"""One daemon per NFLOG group and per control socket: claimed before anything is touched.
+"""One daemon per capture (NFLOG group or queue) and per control socket: claimed
+before anything is touched.
 
 A second daemon started by mistake (a doubled init script, a firmware hook)
 must be refused before it removes "stale" rules or sets up its own: the rules
 it would remove are the first daemon's, alive. So the daemon claims, first:
 
-- its NFLOG group, in its network namespace: a listening Unix socket with the
-  abstract name ``@hrneo/nflog/GROUP``. Abstract names live per network
-  namespace (as NFLOG groups and netfilter rules do) and the kernel frees them
-  when the process dies, however it dies: there is no stale lock to clean.
+- its NFLOG group or queue, in its network namespace: a listening Unix socket
+  with the abstract name ``@hrneo/nflog/GROUP`` (``@hrneo/nfqueue/NUM``).
+  Abstract names live per network namespace (as NFLOG groups, queues and
+  netfilter rules do) and the kernel frees them when the process dies, however
+  it dies: there is no stale lock to clean.
 - its control socket path: an exclusive ``flock`` on ``PATH.lock`` (holding
   the daemon's pid), also freed with the process.
 
-:func:`other_daemons` lists the NFLOG claims of other daemons in the same
+:func:`other_daemons` lists the capture claims of other daemons in the same
 network namespace; rules left by a crash are cleaned only when it is empty.
 """
 
@@ -28,10 +30,15 @@ from hrneo.errors import DaemonError
 
 LOCK_PREFIX = "hrneo"
 _UNIX_TABLES = ("/proc/thread-self/net/unix", "/proc/self/net/unix", "/proc/net/unix")
+CAPTURES = ("nflog", "nfqueue")
 
 
-def _nflog_name(prefix: str, group: int) -> str:
-    return f"{prefix}/nflog/{group}"
+def _claim_name(prefix: str, capture: str, number: int) -> str:
+    return f"{prefix}/{capture}/{number}"
+
+
+def _describe(capture: str, number: int) -> str:
+    return f"nflog group {number}" if capture == "nflog" else f"nfqueue {number}"
 
 
 def _holder_pid(name: str) -> int | None:
@@ -50,9 +57,10 @@ def _holder_pid(name: str) -> int | None:
 
 
 def other_daemons(prefix: str = LOCK_PREFIX, mine: str | None = None) -> list[str]:
-    """NFLOG claims (``prefix/nflog/GROUP``) of the daemons in this network
-    namespace, except `mine`. Empty if the kernel's table cannot be read."""
-    want = f"@{prefix}/nflog/"
+    """Capture claims (``prefix/nflog/GROUP``, ``prefix/nfqueue/NUM``) of the
+    daemons in this network namespace, except `mine`. Empty if the kernel's
+    table cannot be read."""
+    wants = tuple(f"@{prefix}/{c}/" for c in CAPTURES)
     for table in _UNIX_TABLES:
         try:
             with open(table, encoding="ascii", errors="replace") as f:
@@ -62,7 +70,7 @@ def other_daemons(prefix: str = LOCK_PREFIX, mine: str | None = None) -> list[st
         found = set()
         for line in lines:
             path = line.split()[-1] if len(line.split()) >= 8 else ""
-            if path.startswith(want) and path[1:] != mine:
+            if path.startswith(wants) and path[1:] != mine:
                 found.add(path[1:])
         return sorted(found)
     return []
@@ -72,17 +80,22 @@ class InstanceLock:
     """The claims of one daemon; :meth:`acquire` raises DaemonError if another holds one."""
 
     def __init__(
-        self, nflog_group: int, control_socket: str | None, *, prefix: str = LOCK_PREFIX
+        self,
+        number: int,
+        control_socket: str | None,
+        *,
+        capture: str = "nflog",
+        prefix: str = LOCK_PREFIX,
     ) -> None:
         self.prefix = prefix
-        self.name = _nflog_name(prefix, nflog_group)
-        self.group = nflog_group
+        self.name = _claim_name(prefix, capture, number)
+        self.what = _describe(capture, number)
         self.control_socket = control_socket
         self._sock: socket.socket | None = None
         self._lockfd: int | None = None
 
     def acquire(self) -> None:
-        """Claim the NFLOG group and the control socket path, or raise DaemonError."""
+        """Claim the capture and the control socket path, or raise DaemonError."""
         try:
             self._claim_group()
             if self.control_socket is not None:
@@ -99,11 +112,11 @@ class InstanceLock:
         except OSError as e:
             sock.close()
             if e.errno != errno.EADDRINUSE:
-                raise DaemonError(f"cannot claim nflog group {self.group}: {e}") from None
+                raise DaemonError(f"cannot claim {self.what}: {e}") from None
             pid = _holder_pid(self.name)
             who = f" (pid {pid})" if pid else ""
             raise DaemonError(
-                f"another hrneo daemon{who} reads nflog group {self.group} in this network "
+                f"another hrneo daemon{who} reads {self.what} in this network "
                 "namespace: not starting, and leaving its rules alone"
             ) from None
         self._sock = sock
@@ -136,17 +149,17 @@ class InstanceLock:
         self._lockfd = fd
 
     def take_group(self, other: InstanceLock) -> None:
-        """Hold `other`'s group claim instead of this one's (a reload to a new
-        group); `other` is left holding nothing."""
+        """Hold `other`'s capture claim instead of this one's (a reload to a new
+        group or queue); `other` is left holding nothing."""
         if other._sock is None:
             return
         if self._sock is not None:
             self._sock.close()
         self._sock, other._sock = other._sock, None
-        self.name, self.group = other.name, other.group
+        self.name, self.what = other.name, other.what
 
     def others(self) -> list[str]:
-        """Other daemons' NFLOG claims in this network namespace."""
+        """Other daemons' capture claims in this network namespace."""
         return other_daemons(self.prefix, self.name)
 
     def release(self) -> None:

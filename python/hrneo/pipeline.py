@@ -31,6 +31,11 @@ def conntrack_mode(cfg: Config) -> ConntrackMode:
     return "events" if cfg.conntrack_events else "dump"
 
 
+def capture_mode(cfg: Config) -> Literal["nflog", "nfqueue"]:
+    """The config's capture, as the core names it."""
+    return "nfqueue" if cfg.capture == "nfqueue" else "nflog"
+
+
 class CompiledCore:
     """The real :class:`~hrneo.backends.CoreFactory`: ipsets over netlink."""
 
@@ -39,7 +44,14 @@ class CompiledCore:
         return _core.Plan(cfg.watchlist, cfg.policies)
 
     def pipeline(self, plan: PlanLike, cfg: Config) -> PipelineLike:
-        """Bind the config's NFLOG group, start the conntrack thread, take `plan` over."""
+        """Bind the config's NFLOG group or queue, start the conntrack thread, take `plan` over."""
         core_plan = cast(_core.Plan, plan)
-        p = _core.Pipeline(core_plan, nflog_group=cfg.nflog_group, conntrack=conntrack_mode(cfg))
+        p = _core.Pipeline(
+            core_plan,
+            nflog_group=cfg.nflog_group,
+            conntrack=conntrack_mode(cfg),
+            capture=capture_mode(cfg),
+            nfqueue_num=cfg.nfqueue_num,
+            hold_max_ms=cfg.hold_max_ms,
+        )
         return cast(PipelineLike, p)

@@ -28,6 +28,20 @@ class TcpStats(TypedDict):
     dropped_bytes: int
 
 
+class HoldStats(TypedDict):
+    """Hold mode (capture: nfqueue): the answers held until their addresses were in."""
+
+    held: int  # packets read, each held until a verdict
+    released: int  # by a verdict of ours
+    outstanding: int
+    timeouts: int  # released by the hold_max_ms deadline instead
+    fail_opens: int  # passed by the kernel unread (socket full)
+    verdict_errors: int
+    p50_us: int  # hold time (read to verdict) of the last 4096 packets
+    p99_us: int
+    max_us: int
+
+
 class PolicyCounters(TypedDict):
     """One policy's counters (kept by name across reloads)."""
 
@@ -74,6 +88,7 @@ class PipelineStats(TypedDict):
     wakeups: int
     capture: CaptureStats
     tcp: TcpStats
+    hold: HoldStats | None
     policies: dict[str, PolicyCounters]
     conntrack: ConntrackStats | None
 
@@ -111,6 +126,8 @@ class DaemonStatus(TypedDict):
     pid: int
     config: str
     nflog_group: int
+    capture_mode: str  # "nflog" (copies) or "nfqueue" (hold mode)
+    nfqueue_num: int
     uptime: float
     events_per_s: float
     events: int
@@ -130,6 +147,7 @@ class DaemonStatus(TypedDict):
     flush_pending: int
     capture: CaptureStats
     tcp: TcpStats
+    hold: HoldStats | None  # hold mode's counters, None with nflog
     conntrack: ConntrackStats | None
     last_reload: ReloadInfo | None
     firewall: FirewallStatus
@@ -146,10 +164,14 @@ def _ago(seconds: float) -> str:
 
 def format_status(st: dict[str, Any]) -> str:
     """The human table of `hrneo status` (tolerant of missing keys: older daemons)."""
+    if st.get("capture_mode") == "nfqueue":
+        capture = f"nfqueue {st.get('nfqueue_num')} (hold)"
+    else:
+        capture = f"nflog group {st.get('nflog_group')}"
     lines = [
         (
             f"hrneo pid {st.get('pid')}  up {_ago(float(st.get('uptime', 0)))}  "
-            f"config {st.get('config')}  nflog group {st.get('nflog_group')}"
+            f"config {st.get('config')}  {capture}"
         ),
         (
             f"events {st.get('events', 0)}  ({st.get('events_per_s', 0)}/s)  answers "
@@ -166,6 +188,13 @@ def format_status(st: dict[str, Any]) -> str:
         lines.append(
             f"dns over tcp: {tcp.get('reassembled', 0)} reassembled  {tcp.get('gaps', 0)} gaps"
             f"  {tcp.get('dropped_bytes', 0)} bytes dropped  {tcp.get('flows', 0)} connections"
+        )
+    hold = st.get("hold")
+    if isinstance(hold, dict):
+        lines.append(
+            f"held {hold.get('held', 0)}  hold p50 {hold.get('p50_us', 0)} us  p99 "
+            f"{hold.get('p99_us', 0)} us  max {hold.get('max_us', 0)} us  deadline releases "
+            f"{hold.get('timeouts', 0)}  fail-opens {hold.get('fail_opens', 0)}"
         )
     rl = st.get("last_reload")
     if rl:
@@ -224,6 +253,16 @@ _GLOBAL_METRICS = (
     ("race_misses", "hrneo_race_misses_total", "counter",
      "New addresses that already had connections to flush."),
     ("read_errors", "hrneo_read_errors_total", "counter", "Errors reading the capture socket."),
+    ("hold.held", "hrneo_hold_packets_total", "counter",
+     "Hold mode: answers held until their addresses were in the sets."),
+    ("hold.timeouts", "hrneo_hold_timeouts_total", "counter",
+     "Hold mode: answers let through by the hold_max_ms deadline."),
+    ("hold.fail_opens", "hrneo_hold_fail_opens_total", "counter",
+     "Hold mode: answers the kernel passed unread (queue socket full)."),
+    ("hold.p50_us", "hrneo_hold_p50_microseconds", "gauge",
+     "Hold mode: median hold time of the last 4096 answers."),
+    ("hold.p99_us", "hrneo_hold_p99_microseconds", "gauge",
+     "Hold mode: 99th percentile hold time of the last 4096 answers."),
     ("tcp.reassembled", "hrneo_tcp_reassembled_total", "counter",
      "DNS-over-TCP messages put back together from several segments."),
     ("tcp.gaps", "hrneo_tcp_gaps_total", "counter",

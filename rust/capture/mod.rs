@@ -1,12 +1,20 @@
 //! Where DNS packets come from: the kernel hands the daemon a copy of every
-//! answer through NFLOG. A `PacketSource` is what the pipeline reads; the
-//! NFLOG reader is one (the NFQUEUE reader of hold mode is the other kind).
+//! answer through NFLOG, or (hold mode) the answer itself through NFQUEUE,
+//! held until it is accepted. A `PacketSource` is what the pipeline reads.
 
 mod events;
+mod hold;
+mod keeper;
 mod nflog;
+mod nfqueue;
+mod queue_msg;
+mod watchdog;
 
 pub use events::DnsEventReader;
+pub use hold::HoldStats;
 pub use nflog::{decode_datagram, NflogConfig, NflogReader};
+pub use nfqueue::{NfqueueConfig, NfqueueReader};
+pub use queue_msg::{decode_queue_datagram, QueueDatagram};
 
 use std::os::unix::io::RawFd;
 
@@ -51,4 +59,30 @@ pub trait PacketSource: Send {
 
     /// Counters so far.
     fn stats(&self) -> CaptureStats;
+
+    /// Let held packets go on, by id (in the order read). Sources that hold
+    /// nothing ignore it.
+    fn accept(&mut self, _ids: &[u32]) -> Result<()> {
+        Ok(())
+    }
+
+    /// Let every held packet up to and including `id` go on.
+    fn accept_through(&mut self, _id: u32) -> Result<()> {
+        Ok(())
+    }
+
+    /// Counters of holding: None for a source that holds nothing.
+    fn hold_stats(&self) -> Option<HoldStats> {
+        None
+    }
+
+    /// Lines worth logging about the source (kernel features it lacks); taken once.
+    fn take_notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A new longest hold (a reload); false if the source holds nothing.
+    fn set_hold_max(&mut self, _hold_max: std::time::Duration) -> bool {
+        false
+    }
 }

@@ -66,6 +66,8 @@ pub struct DnsEvent {
     pub transport: Transport,
     /// The message.
     pub msg: DnsMessage,
+    /// Hold mode: the id of the queued packet it came in, to accept it by.
+    pub held: Option<u32>,
 }
 
 /// Parse one IP packet (UDP or TCP, port 53) into the event of its first DNS message.
@@ -106,6 +108,7 @@ fn event(seg: &packet::Segment<'_>, msg: DnsMessage) -> DnsEvent {
         dport: seg.dport,
         transport: seg.transport,
         msg,
+        held: None,
     }
 }
 

@@ -27,6 +27,7 @@ pub const SOL_NETLINK: i32 = 270;
 // nfnetlink.h
 pub const NFNETLINK_V0: u8 = 0;
 pub const NFNL_SUBSYS_CTNETLINK: u8 = 1;
+pub const NFNL_SUBSYS_QUEUE: u8 = 3;
 pub const NFNL_SUBSYS_ULOG: u8 = 4;
 pub const NFNL_SUBSYS_IPSET: u8 = 6;
 

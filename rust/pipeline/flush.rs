@@ -158,6 +158,14 @@ impl FlushWorker {
         let _ = (&self.wake).write(&[1]);
     }
 
+    /// Flush `addrs` in the caller's thread, now (hold mode: before the answer
+    /// is released, so no connection opened after it can be caught).
+    pub fn flush_now(&self, addrs: Vec<(IpAddr, usize)>) {
+        if let Ok(mut f) = self.shared.flusher.lock() {
+            flush(f.as_mut(), &self.shared, addrs, &self.notes);
+        }
+    }
+
     /// Addresses waiting, plus one while a flush runs (0: every submitted flush is done).
     pub fn outstanding(&self) -> usize {
         self.shared.state.lock().map(|s| s.queue.len() + usize::from(s.busy)).unwrap_or(0)

@@ -28,7 +28,7 @@ use std::io;
 use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
 
-use crate::capture::{CaptureStats, Captured, PacketSource};
+use crate::capture::{CaptureStats, Captured, HoldStats, PacketSource};
 use crate::dns::{TcpStats, TcpStreams};
 use crate::error::{Error, Result};
 use crate::ipset::consts::IPSET_ERR_HASH_FULL;
@@ -67,19 +67,24 @@ pub struct Pipeline {
     scratch: Scratch,
     guard: Guard,
     streams: TcpStreams,
+    /// Held packets of this wake-up to accept before the commits.
+    early: Vec<u32>,
     /// Per set: when its last commit error was logged, and how many since.
     error_log: Vec<(Option<Instant>, u64)>,
+    /// The same for verdicts that could not be sent.
+    verdict_log: Vec<(Option<Instant>, u64)>,
 }
 
 impl Pipeline {
     /// A pipeline over `source` and a prepared `plan`; `flusher` runs in its own
     /// thread (None: no policy reconnects, or conntrack is unavailable).
     pub fn new(
-        source: Box<dyn PacketSource>,
+        mut source: Box<dyn PacketSource>,
         plan: Plan,
         flusher: Option<Box<dyn Flusher>>,
     ) -> Result<Pipeline> {
         let notes = Notes::default();
+        source.take_notes().into_iter().for_each(|n| notes.push(Level::Warning, n));
         let flush = match flusher {
             Some(f) => Some(
                 FlushWorker::start(f, notes.clone())
@@ -100,7 +105,9 @@ impl Pipeline {
             scratch: Scratch::default(),
             guard: Guard::default(),
             streams: TcpStreams::new(),
+            early: Vec::new(),
             error_log: Vec::new(),
+            verdict_log: Vec::new(),
         })
     }
 
@@ -129,9 +136,15 @@ impl Pipeline {
 
     /// Read from another source from now on; the old one is returned after
     /// what it had queued was processed.
-    pub fn swap_source(&mut self, source: Box<dyn PacketSource>) -> Box<dyn PacketSource> {
+    pub fn swap_source(&mut self, mut source: Box<dyn PacketSource>) -> Box<dyn PacketSource> {
+        source.take_notes().into_iter().for_each(|n| self.notes.push(Level::Warning, n));
         let _ = self.process_queued(usize::MAX);
         std::mem::replace(&mut self.source, source)
+    }
+
+    /// A new longest hold for the source (hold mode); false if it holds nothing.
+    pub fn set_hold_max(&mut self, hold_max: Duration) -> bool {
+        self.source.set_hold_max(hold_max)
     }
 
     /// The plan in use.
@@ -169,14 +182,29 @@ impl Pipeline {
     }
 
     /// Process what is queued now, without waiting; returns the datagrams read.
+    /// Held packets (hold mode) that sent nothing to a set are accepted before
+    /// the commits, the others after the commits and the conntrack flush of
+    /// the new addresses.
     pub fn process_queued(&mut self, max_datagrams: usize) -> usize {
-        let Pipeline { source, plan, book, counters, scratch, verbose, guard, streams, .. } = self;
+        let Pipeline {
+            source, plan, book, counters, scratch, verbose, guard, streams, early, ..
+        } = self;
         if scratch.pending.len() < plan.sets.len() {
             scratch.pending.resize_with(plan.sets.len(), Pending::default);
         }
         let ctx = Ctx { plan, guard, verbose: *verbose, now: Instant::now() };
-        let mut on_packet =
-            |c: Captured<'_>| handle_packet(c.payload, &ctx, book, counters, scratch, streams);
+        let (mut newest, mut waiting) = (None, false);
+        let mut on_packet = |c: Captured<'_>| {
+            let routed = handle_packet(c.payload, &ctx, book, counters, scratch, streams);
+            if let Some(id) = c.held {
+                newest = Some(id);
+                if routed {
+                    waiting = true;
+                } else {
+                    early.push(id);
+                }
+            }
+        };
         let read = match source.drain(max_datagrams, &mut on_packet) {
             Ok(n) => n,
             Err(e) => {
@@ -188,11 +216,38 @@ impl Pipeline {
         if read > 0 {
             self.counters.wakeups += 1;
         }
-        self.commit_pending();
+        if waiting && !self.early.is_empty() {
+            let r = self.source.accept(&self.early);
+            self.verdict_done(r);
+        }
+        self.early.clear();
+        let to_flush = self.commit_pending();
+        if let Some(id) = newest {
+            // Held answers: the flush comes before their release. Once released, a
+            // client connects at once, and a flush after that would delete its
+            // new (and already rightly routed) connection.
+            if let (Some(w), false) = (&self.flush, to_flush.is_empty()) {
+                w.flush_now(to_flush);
+            }
+            let r = self.source.accept_through(id);
+            self.verdict_done(r);
+        } else if let (Some(w), false) = (&self.flush, to_flush.is_empty()) {
+            // After the commits: the thread deletes entries of addresses already in their sets.
+            w.submit(to_flush);
+        }
         read
     }
 
-    fn commit_pending(&mut self) {
+    fn verdict_done(&mut self, r: Result<()>) {
+        if let Err(e) = r {
+            let line = format!("{e}; the deadline lets those answers through");
+            log_limited(&mut self.verdict_log, 0, &self.notes, line);
+        }
+    }
+
+    /// Commit what the wake-up collected, one commit per set; returns the new
+    /// addresses of `reconnect` policies, for the conntrack thread.
+    fn commit_pending(&mut self) -> Vec<(std::net::IpAddr, usize)> {
         let mut to_flush: Vec<(std::net::IpAddr, usize)> = Vec::new();
         for si in 0..self.plan.sets.len() {
             let Some(pending) = self.scratch.pending.get_mut(si) else { break };
@@ -245,10 +300,7 @@ impl Pipeline {
             }
         }
         self.scratch.qnames.clear();
-        if let (Some(w), false) = (&self.flush, to_flush.is_empty()) {
-            // After the commits: the thread deletes entries of addresses already in their sets.
-            w.submit(to_flush);
-        }
+        to_flush
     }
 
     /// Commit one set's entries; when the whole commit fails, prepare the set
@@ -315,6 +367,11 @@ impl Pipeline {
     /// Counters of the capture socket.
     pub fn capture_stats(&self) -> CaptureStats {
         self.source.stats()
+    }
+
+    /// Counters of holding (hold mode), None when the source holds nothing.
+    pub fn hold_stats(&self) -> Option<HoldStats> {
+        self.source.hold_stats()
     }
 
     /// Counters of DNS-over-TCP reassembly.

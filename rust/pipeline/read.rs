@@ -38,7 +38,8 @@ pub(super) struct Ctx<'a> {
     pub(super) now: Instant,
 }
 
-/// One IP packet: every DNS message in it.
+/// One IP packet: every DNS message in it. True if an answer in it sent
+/// addresses to a set: in hold mode it waits for the commit.
 pub(super) fn handle_packet(
     payload: &[u8],
     ctx: &Ctx<'_>,
@@ -46,24 +47,28 @@ pub(super) fn handle_packet(
     counters: &mut Counters,
     scratch: &mut Scratch,
     streams: &mut TcpStreams,
-) {
+) -> bool {
     let seg = match packet::parse_ip(payload) {
         Ok(s) => s,
         Err(skip) => return count_skip(counters, skip),
     };
     if !ctx.guard.trusts(&seg.src) {
         counters.untrusted += 1;
-        return;
+        return false;
     }
     if seg.transport == Transport::Tcp {
         if seg.payload.is_empty() {
             counters.non_dns += 1; // a bare FIN or RST
         }
         // Messages complete when their last segment arrives, maybe this one.
-        return streams.feed(&seg, ctx.now, &mut |raw| match decode(raw) {
-            Ok(d) => handle_message(&d, ctx, book, counters, scratch),
-            Err(skip) => count_skip(counters, skip),
+        let mut routed = false;
+        streams.feed(&seg, ctx.now, &mut |raw| {
+            routed |= match decode(raw) {
+                Ok(d) => handle_message(&d, ctx, book, counters, scratch),
+                Err(skip) => count_skip(counters, skip),
+            }
         });
+        return routed;
     }
     match decode(seg.payload) {
         Ok(d) => handle_message(&d, ctx, book, counters, scratch),
@@ -71,31 +76,34 @@ pub(super) fn handle_packet(
     }
 }
 
-fn count_skip(counters: &mut Counters, skip: Skip) {
+/// Count a packet or message that yielded nothing; false (nothing routed).
+fn count_skip(counters: &mut Counters, skip: Skip) -> bool {
     match skip {
         Skip::Malformed(_) => counters.malformed += 1,
         Skip::Incomplete => counters.incomplete += 1,
         Skip::NonDns => counters.non_dns += 1,
     }
+    false
 }
 
+/// One DNS message; true if it sent addresses to a set.
 fn handle_message(
     d: &Decoded,
     ctx: &Ctx<'_>,
     book: &mut PolicyBook,
     counters: &mut Counters,
     scratch: &mut Scratch,
-) {
+) -> bool {
     counters.events += 1;
     if !d.is_response {
         // A spoofed query may carry answer records: it must add nothing.
         counters.queries_ignored += 1;
-        return;
+        return false;
     }
     counters.answers += 1;
     if d.rcode != 0 {
         counters.rcode_skipped += 1;
-        return;
+        return false;
     }
     let chain = Chain::follow(d);
     let n = chain.names.len();
@@ -107,7 +115,7 @@ fn handle_message(
     }
     let Some(hit) = ctx.plan.watchlist.best(scratch.keys[..n].iter().map(Vec::as_slice)) else {
         counters.unwatched += 1;
-        return;
+        return false;
     };
     let policy = usize::from(hit.policy);
     let stats = book.of(policy);
@@ -118,6 +126,7 @@ fn handle_message(
     } else {
         0
     };
+    let mut routed = false;
     chain.addresses(|ip, from_hint| {
         if ctx.guard.protects(&ip) {
             stats.protected += 1;
@@ -130,6 +139,7 @@ fn handle_message(
         stats.hint_addresses += u64::from(from_hint);
         // process_queued sized `pending` for the plan: always there.
         let Some(p) = scratch.pending.get_mut(si) else { return };
+        routed = true;
         let e = Entry::host(ip);
         if p.seen.insert(e) {
             p.entries.push(e);
@@ -138,4 +148,5 @@ fn handle_message(
             }
         }
     });
+    routed
 }

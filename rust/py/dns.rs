@@ -46,6 +46,7 @@ pub struct DnsEvent {
     addresses: Vec<String>,
     hints: Vec<String>,
     min_ttl: u32,
+    packet_id: Option<u32>,
 }
 
 #[pymethods]
@@ -96,6 +97,7 @@ pub(super) fn to_py_event(py: Python<'_>, e: dns::DnsEvent) -> PyResult<DnsEvent
         addresses: m.addresses.iter().map(|a| a.to_string()).collect(),
         hints: m.hints.iter().map(|a| a.to_string()).collect(),
         min_ttl: m.min_ttl,
+        packet_id: e.held,
     })
 }
 

@@ -7,6 +7,7 @@ mod errors;
 mod guarded;
 mod ipset;
 mod nflog;
+mod nfqueue;
 mod pipeline;
 mod watchlist;
 
@@ -24,6 +25,8 @@ mod _core {
     use super::ipset::{ipset_add_message, PyIpsetBatch, PyIpsetSession};
     #[pymodule_export]
     use super::nflog::PyNflogReader;
+    #[pymodule_export]
+    use super::nfqueue::PyNfqueueReader;
     #[pymodule_export]
     use super::pipeline::{PyPipeline, PyPlan};
     #[pymodule_export]

@@ -10,9 +10,6 @@ use super::dns::{to_py_event, DnsEvent};
 use super::guarded::Guarded;
 use crate::{DnsEventReader, NflogConfig};
 
-/// How often a waiting `read` wakes to let Python handle signals (Ctrl-C).
-const SIGNAL_SLICE: Duration = Duration::from_millis(100);
-
 /// Reads DNS packets copied by the kernel's NFLOG target (nfnetlink_log).
 #[pyclass(module = "hrneo._core", name = "NflogReader", frozen)]
 pub struct PyNflogReader {
@@ -59,58 +56,18 @@ impl PyNflogReader {
         max_events: usize,
         timeout: Option<f64>,
     ) -> PyResult<Vec<DnsEvent>> {
-        let deadline = match timeout {
-            None => None,
-            Some(t) if t.is_finite() && t >= 0.0 => {
-                Some(Instant::now() + Duration::from_secs_f64(t.min(1e9)))
-            }
-            Some(t) => return Err(PyValueError::new_err(format!("bad timeout {t}"))),
-        };
-        loop {
-            // Wait in short slices with the GIL released, so signals get handled.
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
-            let events = self.inner.detached(py, |r| {
-                if r.wait(Some(slice))? {
-                    r.drain(max_events)
-                } else {
-                    Ok(Vec::new())
-                }
-            })?;
-            if !events.is_empty() {
-                return events.into_iter().map(|e| to_py_event(py, e)).collect();
-            }
-            if left.is_some_and(|l| l.is_zero()) {
-                return Ok(Vec::new());
-            }
-        }
+        read_events(py, &self.inner, max_events, timeout)
     }
 
     /// Counters: packets, dns, responses, queries, malformed, incomplete,
     /// non_dns, dropped, enobufs, datagrams, and DNS-over-TCP reassembly's
     /// tcp_reassembled, tcp_flows, tcp_gaps, tcp_unfinished, tcp_dropped_bytes.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (c, p, t) = self.inner.with(|r| Ok(r.stats()))?;
         let d = PyDict::new(py);
-        for (k, v) in [
-            ("packets", c.packets),
-            ("dns", p.dns),
-            ("responses", p.responses),
-            ("queries", p.queries),
-            ("malformed", p.malformed + c.malformed),
-            ("incomplete", p.incomplete),
-            ("non_dns", p.non_dns),
-            ("dropped", c.dropped),
-            ("enobufs", c.enobufs),
-            ("datagrams", c.datagrams),
-            ("tcp_reassembled", t.reassembled),
-            ("tcp_flows", t.flows),
-            ("tcp_gaps", t.gaps),
-            ("tcp_unfinished", t.unfinished),
-            ("tcp_dropped_bytes", t.dropped_bytes),
-        ] {
-            d.set_item(k, v)?;
-        }
+        self.inner
+            .with(|r| Ok(stats_pairs(r)))?
+            .into_iter()
+            .try_for_each(|(k, v)| d.set_item(k, v))?;
         Ok(d)
     }
 
@@ -126,4 +83,67 @@ impl PyNflogReader {
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) {
         self.close(py);
     }
+}
+
+/// How often a waiting `read` wakes to let Python handle signals (Ctrl-C).
+const SIGNAL_SLICE: Duration = Duration::from_millis(100);
+
+/// `read` of both readers: wait (at most `timeout`, None: until events come)
+/// in short slices with the GIL released, so signals get handled.
+pub(super) fn read_events(
+    py: Python<'_>,
+    inner: &Guarded<DnsEventReader>,
+    max_events: usize,
+    timeout: Option<f64>,
+) -> PyResult<Vec<DnsEvent>> {
+    let deadline = match timeout {
+        None => None,
+        Some(t) if t.is_finite() && t >= 0.0 => {
+            Some(Instant::now() + Duration::from_secs_f64(t.min(1e9)))
+        }
+        Some(t) => return Err(PyValueError::new_err(format!("bad timeout {t}"))),
+    };
+    loop {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let slice = left.map_or(SIGNAL_SLICE, |l| l.min(SIGNAL_SLICE));
+        let events = inner.detached(py, |r| {
+            if r.wait(Some(slice))? {
+                r.drain(max_events)
+            } else {
+                Ok(Vec::new())
+            }
+        })?;
+        if !events.is_empty() {
+            return events.into_iter().map(|e| to_py_event(py, e)).collect();
+        }
+        if left.is_some_and(|l| l.is_zero()) {
+            return Ok(Vec::new());
+        }
+        py.check_signals()?;
+    }
+}
+
+/// The counters of both readers (hold mode adds its own).
+pub(super) fn stats_pairs(r: &DnsEventReader) -> Vec<(&'static str, u64)> {
+    let (c, p, t) = r.stats();
+    let mut v = vec![
+        ("packets", c.packets),
+        ("dns", p.dns),
+        ("responses", p.responses),
+        ("queries", p.queries),
+        ("malformed", p.malformed + c.malformed),
+        ("incomplete", p.incomplete),
+        ("non_dns", p.non_dns),
+        ("dropped", c.dropped),
+        ("enobufs", c.enobufs),
+        ("datagrams", c.datagrams),
+    ];
+    v.extend([
+        ("tcp_reassembled", t.reassembled),
+        ("tcp_flows", t.flows),
+        ("tcp_gaps", t.gaps),
+        ("tcp_unfinished", t.unfinished),
+        ("tcp_dropped_bytes", t.dropped_bytes),
+    ]);
+    v
 }

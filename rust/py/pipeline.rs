@@ -11,8 +11,8 @@ use super::guarded::Guarded;
 use super::watchlist::PyWatchlist;
 use crate::conntrack::EVENT_RCVBUF;
 use crate::{
-    ConntrackFlusher, Entry, Error, Flusher, Level, NflogConfig, NflogReader, Notes, Pipeline,
-    Plan, PolicySpec, Result, Wake,
+    ConntrackFlusher, Entry, Error, Flusher, Level, NflogConfig, NflogReader, NfqueueConfig,
+    NfqueueReader, Notes, PacketSource, Pipeline, Plan, PolicySpec, Result, Wake,
 };
 
 /// The spec of one policy, read from any object with the config's attribute
@@ -63,6 +63,49 @@ pub struct PyPipeline {
     notes: Notes,
 }
 
+/// Which packet source a pipeline reads.
+enum SourceSpec {
+    Nflog(NflogConfig),
+    Nfqueue(NfqueueConfig),
+}
+
+impl SourceSpec {
+    fn parse(
+        capture: &str,
+        group: u16,
+        queue: u16,
+        hold_max_ms: u64,
+        rcvbuf: usize,
+    ) -> Result<Self> {
+        match capture {
+            "nflog" => {
+                let mut cfg = NflogConfig::new(group);
+                cfg.rcvbuf = rcvbuf;
+                Ok(SourceSpec::Nflog(cfg))
+            }
+            "nfqueue" if (1..=60_000).contains(&hold_max_ms) => {
+                let mut cfg = NfqueueConfig::new(queue);
+                cfg.hold_max = Duration::from_millis(hold_max_ms);
+                cfg.rcvbuf = cfg.rcvbuf.max(rcvbuf);
+                Ok(SourceSpec::Nfqueue(cfg))
+            }
+            "nfqueue" => Err(Error::InvalidArgument(format!(
+                "hold_max_ms must be 1-60000, not {hold_max_ms}"
+            ))),
+            other => Err(Error::InvalidArgument(format!(
+                "capture must be 'nflog' or 'nfqueue', not {other:?}"
+            ))),
+        }
+    }
+
+    fn open(self) -> Result<Box<dyn PacketSource>> {
+        Ok(match self {
+            SourceSpec::Nflog(cfg) => Box::new(NflogReader::open(cfg)?),
+            SourceSpec::Nfqueue(cfg) => Box::new(NfqueueReader::open(cfg)?),
+        })
+    }
+}
+
 /// The conntrack flusher of a mode, and a line to log about it.
 type OpenedFlusher = (Option<Box<dyn Flusher>>, Option<String>);
 
@@ -96,25 +139,30 @@ fn open_flusher(mode: &str) -> Result<OpenedFlusher> {
 
 #[pymethods]
 impl PyPipeline {
-    /// Bind NFLOG group `nflog_group`, start the conntrack thread (`conntrack`:
+    /// Bind the capture source, start the conntrack thread (`conntrack`:
     /// "events" keeps an index from conntrack events, "dump" dumps the table per
-    /// flush, "off" never flushes), and take `plan` over.
+    /// flush, "off" never flushes), and take `plan` over. `capture` is "nflog"
+    /// (copies from group `nflog_group`) or "nfqueue" (hold mode: answers held in
+    /// queue `nfqueue_num` until their addresses are in the sets, `hold_max_ms` at most).
     #[new]
-    #[pyo3(signature = (plan, *, nflog_group = 100, rcvbuf = 4 * 1024 * 1024, conntrack = "events"))]
+    #[pyo3(signature = (plan, *, nflog_group = 100, rcvbuf = 4 * 1024 * 1024, conntrack = "events", capture = "nflog", nfqueue_num = 100, hold_max_ms = 50))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         plan: &PyPlan,
         nflog_group: u16,
         rcvbuf: usize,
         conntrack: &str,
+        capture: &str,
+        nfqueue_num: u16,
+        hold_max_ms: u64,
     ) -> PyResult<Self> {
+        let spec = SourceSpec::parse(capture, nflog_group, nfqueue_num, hold_max_ms, rcvbuf)?;
         let plan = plan.inner.take(py).ok_or(Error::Closed("Plan"))?;
         let pipeline = py.detach(|| -> Result<Pipeline> {
-            let mut cfg = NflogConfig::new(nflog_group);
-            cfg.rcvbuf = rcvbuf;
-            let source = NflogReader::open(cfg)?;
+            let source = spec.open()?;
             let (flusher, note) = open_flusher(conntrack)?;
-            let p = Pipeline::new(Box::new(source), plan, flusher)?;
+            let p = Pipeline::new(source, plan, flusher)?;
             if let Some(n) = note {
                 let level = if p.flush_totals().is_some() { Level::Info } else { Level::Warning };
                 p.note(level, n);
@@ -157,14 +205,31 @@ impl PyPipeline {
         Ok(())
     }
 
-    /// Read NFLOG group `group` from now on (what the old group queued is processed first).
-    fn swap_source(&self, py: Python<'_>, group: u16) -> PyResult<()> {
-        let old = self.inner.detached(py, |p| {
-            let source = NflogReader::open(NflogConfig::new(group))?;
-            Ok(p.swap_source(Box::new(source)))
-        })?;
+    /// Read another source from now on (what the old one queued is processed
+    /// first; a queue accepts everything it still holds before it unbinds).
+    #[pyo3(signature = (number, *, capture = "nflog", hold_max_ms = 50, rcvbuf = 4 * 1024 * 1024))]
+    fn swap_source(
+        &self,
+        py: Python<'_>,
+        number: u16,
+        capture: &str,
+        hold_max_ms: u64,
+        rcvbuf: usize,
+    ) -> PyResult<()> {
+        let spec = SourceSpec::parse(capture, number, number, hold_max_ms, rcvbuf)?;
+        let old = self.inner.detached(py, |p| Ok(p.swap_source(spec.open()?)))?;
         py.detach(move || drop(old));
         Ok(())
+    }
+
+    /// A new longest hold, in ms (hold mode); False if the source holds nothing.
+    fn set_hold_max(&self, hold_max_ms: u64) -> PyResult<bool> {
+        if !(1..=60_000).contains(&hold_max_ms) {
+            return Err(PyValueError::new_err(format!(
+                "hold_max_ms must be 1-60000, not {hold_max_ms}"
+            )));
+        }
+        self.inner.with(|p| Ok(p.set_hold_max(Duration::from_millis(hold_max_ms))))
     }
 
     /// Re-run `prepare()` of the plan in use: sets that vanished are created
@@ -207,15 +272,15 @@ impl PyPipeline {
     }
 
     /// Counters: the pipeline's, the capture socket's ("capture"), DNS-over-TCP
-    /// reassembly's ("tcp"), each
+    /// reassembly's ("tcp"), holding's ("hold", None over NFLOG), each
     /// policy's ("policies", by name) and the conntrack thread's ("conntrack",
     /// None without one).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (counters, tcp, capture, policies, flush, pending, tracking) =
+        let (counters, (tcp, hold), capture, policies, flush, pending, tracking) =
             self.inner.with(|p| {
                 Ok((
                     p.counters(),
-                    p.tcp_stats(),
+                    (p.tcp_stats(), p.hold_stats()),
                     p.capture_stats(),
                     p.policy_counters(),
                     p.flush_totals(),
@@ -243,6 +308,16 @@ impl PyPipeline {
             t.set_item(k, v)?;
         }
         d.set_item("tcp", t)?;
+        match hold {
+            None => d.set_item("hold", py.None())?,
+            Some(h) => {
+                let hd = PyDict::new(py);
+                for (k, v) in h.as_pairs() {
+                    hd.set_item(k, v)?;
+                }
+                d.set_item("hold", hd)?;
+            }
+        }
         let pd = PyDict::new(py);
         for (name, pc) in policies {
             let one = PyDict::new(py);

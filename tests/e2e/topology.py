@@ -265,6 +265,7 @@ class Topology:
         verify_answers: bool = True,
         kill_switch: bool = False,
         trusted_resolvers: list[str] | None = None,
+        capture: str = "nflog",
     ) -> Path:
         """Write the daemon's config and its list file; return the config path."""
         self.list_file = self.tmp / "vpn.list"
@@ -274,9 +275,10 @@ class Topology:
         trusted = (
             f"trusted_resolvers: [{', '.join(trusted_resolvers)}]\n" if trusted_resolvers else ""
         )
+        hold = "capture: nfqueue\nnfqueue_num: 100\n" if capture == "nfqueue" else ""
         cfg.write_text(
             f"""nflog_group: 100
-control_socket: {self.control}
+{hold}control_socket: {self.control}
 {trusted}firewall:
   manage_rules: true
   dns_chains: [FORWARD]
@@ -316,14 +318,17 @@ policies:
             )
 
     def start_daemon(self) -> subprocess.Popen[bytes]:
-        """Run `python -m hrneo run` in the router; wait until its NFLOG rules are in place."""
+        """Run `python -m hrneo run` in the router; wait until its capture rules are in place."""
         self.log_path = self.tmp / "daemon.log"
         self.daemon = self.spawn(self.config, self.log_path)
 
         def ready() -> bool:
             rules = self.router.sh("iptables -w -S FORWARD", check=False).stdout
             sets = self.router.sh(f"ipset list -n {SET4}", check=False).returncode == 0
-            return "NFLOG" in rules and sets and self.control.exists()
+            captured = "NFLOG" in rules or "NFQUEUE" in rules
+            # A daemon killed earlier leaves its rules and socket file: the new
+            # one's log line tells it is the one running.
+            return captured and sets and self.control.exists() and "hrneo running" in self.log()
 
         if not wait_for(ready, timeout=15):
             raise RuntimeError(f"daemon did not come up:\n{self.log()}")

@@ -56,6 +56,9 @@ class FakePipeline:
     def __init__(self, plan: FakePlan, group: int) -> None:
         self.plans = [plan]
         self.groups = [group]
+        self.sources: list[tuple[str, int, int]] = []
+        self.hold_max: list[int] = []
+        self.fail_swap = False
         self.notes: list[tuple[int, str]] = []
         self.verbose: bool | None = None
         self.closed = False
@@ -78,8 +81,15 @@ class FakePipeline:
         assert isinstance(plan, FakePlan)
         self.plans.append(plan)
 
-    def swap_source(self, group: int) -> None:
-        self.groups.append(group)
+    def swap_source(self, number: int, *, capture: str = "nflog", hold_max_ms: int = 50) -> None:
+        self.groups.append(number)
+        self.sources.append((capture, number, hold_max_ms))
+        if self.fail_swap:
+            raise OSError(16, f"nfqueue {number} is already bound by another process")
+
+    def set_hold_max(self, hold_max_ms: int) -> bool:
+        self.hold_max.append(hold_max_ms)
+        return True
 
     def prepare(self) -> list[str]:
         self.prepares += 1

@@ -21,13 +21,17 @@ import yaml
 from hrneo._core import Watchlist
 from hrneo.config import values as v
 from hrneo.config.model import (
+    CAPTURE_MODES,
     DEFAULT_DNS_CHAINS,
+    DEFAULT_HOLD_MAX_MS,
     DEFAULT_LIST_REFRESH,
     DEFAULT_NFLOG_GROUP,
+    DEFAULT_NFQUEUE_NUM,
     DEFAULT_RECHECK_INTERVAL,
     DEFAULT_RULE_PRIORITY,
     DEFAULT_SOCKET_PATH,
     DEFAULT_TIMEOUT,
+    HOLD_MAX_MS_RANGE,
     RECHECK_INTERVAL_RANGE,
     Config,
     FirewallConfig,
@@ -46,6 +50,9 @@ MAX_FILE_ERRORS = 20
 
 TOP_KEYS = (
     "nflog_group",
+    "capture",
+    "nfqueue_num",
+    "hold_max_ms",
     "firewall",
     "policies",
     "control_socket",
@@ -112,6 +119,11 @@ class _Loader(Walker):
             raise ConfigError(self.errors)
         top = self.mapping(root, "config", TOP_KEYS)
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, v.int_range(0, 65535))
+        capture = self.get(top, "capture", "nflog", v.one_of(CAPTURE_MODES))
+        queue = self.get(top, "nfqueue_num", DEFAULT_NFQUEUE_NUM, v.int_range(0, 65535))
+        hold_max = self.get(
+            top, "hold_max_ms", DEFAULT_HOLD_MAX_MS, v.int_range(*HOLD_MAX_MS_RANGE)
+        )
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
@@ -143,6 +155,9 @@ class _Loader(Walker):
         return Config(
             path=self.path,
             nflog_group=group,
+            capture=capture,
+            nfqueue_num=queue,
+            hold_max_ms=hold_max,
             firewall=fw,
             policies=tuple(policies),
             control_socket=sock,

@@ -9,6 +9,11 @@ from hrneo._core import Watchlist
 DEFAULT_CONFIG_PATH = "/opt/etc/hrneo/hrneo.yaml"
 DEFAULT_SOCKET_PATH = "/run/hrneo.sock"
 DEFAULT_NFLOG_GROUP = 100
+# How answers reach the daemon: a copy (nflog) or the answer itself, held (nfqueue).
+CAPTURE_MODES = ("nflog", "nfqueue")
+DEFAULT_NFQUEUE_NUM = 100
+DEFAULT_HOLD_MAX_MS = 50
+HOLD_MAX_MS_RANGE = (1, 60_000)
 # Answers from the router's own resolver to LAN clients leave through OUTPUT;
 # answers from an upstream resolver to clients (no local resolver) cross FORWARD.
 DEFAULT_DNS_CHAINS = ("OUTPUT", "FORWARD")
@@ -107,6 +112,10 @@ class Config:
 
     path: str
     nflog_group: int = DEFAULT_NFLOG_GROUP
+    capture: str = "nflog"
+    nfqueue_num: int = DEFAULT_NFQUEUE_NUM
+    # Hold mode: an answer waits at most this long for its commit, then passes anyway.
+    hold_max_ms: int = DEFAULT_HOLD_MAX_MS
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     policies: tuple[Policy, ...] = ()
     control_socket: str = DEFAULT_SOCKET_PATH
@@ -120,3 +129,8 @@ class Config:
     metrics_listen: tuple[str, int] | None = None
     metrics_allow_remote: bool = False
     watchlist: Watchlist = field(default_factory=Watchlist, repr=False, compare=False)
+
+    @property
+    def capture_number(self) -> int:
+        """The NFLOG group or the queue number answers are read from."""
+        return self.nfqueue_num if self.capture == "nfqueue" else self.nflog_group

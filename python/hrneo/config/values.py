@@ -53,6 +53,17 @@ def int_range(lo: int, hi: int) -> Callable[[object], int]:
     return conv
 
 
+def one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
+    """A converter for one of the words `choices`."""
+
+    def conv(v: object) -> str:
+        if not isinstance(v, str) or v not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, not {v!r}")
+        return v
+
+    return conv
+
+
 def nonneg_float(v: object) -> float:
     """A finite number of seconds >= 0."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:

@@ -30,6 +30,8 @@ pub(super) struct Kernel {
     pub(super) sets: Arc<Mutex<HashMap<String, FakeSet>>>,
     pub(super) commits: CommitLog,
     pub(super) refuse_create: Arc<AtomicBool>,
+    /// Commits, verdicts and flushes in the order they happened.
+    pub(super) timeline: Arc<Mutex<Vec<String>>>,
 }
 
 impl Kernel {
@@ -72,6 +74,7 @@ impl SetWriter for FakeWriter {
 
     fn commit(&mut self, entries: &[Entry]) -> Result<Committed> {
         self.kernel.commits.lock().unwrap().push((self.name.clone(), entries.to_vec()));
+        self.kernel.timeline.lock().unwrap().push(format!("commit {}", self.name));
         let mut sets = self.kernel.sets.lock().unwrap();
         let Some(set) = sets.get_mut(&self.name) else {
             return Err(crate::ipset::consts::kernel_error(&self.name, libc::ENOENT));
@@ -98,6 +101,9 @@ pub(super) struct FakeSource {
     pub(super) queue: Arc<Mutex<VecDeque<Vec<u8>>>>,
     pub(super) tx: Arc<UnixDatagram>,
     pub(super) rx: Arc<UnixDatagram>,
+    /// Hold mode: packets get ids from 1 on and verdicts go to this timeline.
+    pub(super) holding: Option<Arc<Mutex<Vec<String>>>>,
+    pub(super) next_id: u32,
 }
 
 impl FakeSource {
@@ -105,7 +111,13 @@ impl FakeSource {
         let (tx, rx) = UnixDatagram::pair().unwrap();
         rx.set_nonblocking(true).unwrap();
         tx.set_nonblocking(true).unwrap();
-        FakeSource { queue: Arc::default(), tx: Arc::new(tx), rx: Arc::new(rx) }
+        FakeSource {
+            queue: Arc::default(),
+            tx: Arc::new(tx),
+            rx: Arc::new(rx),
+            holding: None,
+            next_id: 1,
+        }
     }
 
     pub(super) fn push(&self, packets: impl IntoIterator<Item = Vec<u8>>) {
@@ -129,7 +141,9 @@ impl PacketSource for FakeSource {
         while n < max {
             let Some(p) = self.queue.lock().unwrap().pop_front() else { break };
             let _ = self.rx.recv(&mut b);
-            on_packet(Captured { payload: &p, held: None });
+            let held = self.holding.is_some().then_some(self.next_id);
+            self.next_id += 1;
+            on_packet(Captured { payload: &p, held });
             n += 1;
         }
         Ok(n)
@@ -137,6 +151,21 @@ impl PacketSource for FakeSource {
 
     fn stats(&self) -> CaptureStats {
         CaptureStats::default()
+    }
+
+    fn accept(&mut self, ids: &[u32]) -> Result<()> {
+        let list: Vec<String> = ids.iter().map(u32::to_string).collect();
+        if let Some(t) = &self.holding {
+            t.lock().unwrap().push(format!("accept {}", list.join(",")));
+        }
+        Ok(())
+    }
+
+    fn accept_through(&mut self, id: u32) -> Result<()> {
+        if let Some(t) = &self.holding {
+            t.lock().unwrap().push(format!("through {id}"));
+        }
+        Ok(())
     }
 }
 
@@ -170,6 +199,9 @@ impl Flusher for FakeFlusher {
             let present: HashSet<String> =
                 sets.values().flat_map(|s| s.members.keys().map(|e| e.to_string())).collect();
             self.in_set_at_flush.lock().unwrap().extend(ips.iter().map(|a| present.contains(a)));
+        }
+        if let Some(k) = &self.kernel {
+            k.timeline.lock().unwrap().push(format!("flush {}", ips.join(",")));
         }
         let n = {
             let mut c = self.calls.lock().unwrap();

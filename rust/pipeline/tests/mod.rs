@@ -2,6 +2,7 @@
 //! No kernel needed; the kernel tests drive the real sockets.
 
 mod fakes;
+mod hold;
 
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
