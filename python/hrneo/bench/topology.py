@@ -1,9 +1,13 @@
-"""The benchmark's hosts: client -- router -- wan, each a network namespace.
+"""The benchmark's hosts: client -- router -- wan, and vpn, each a network namespace.
 
     client 192.0.2.2 --veth-- 192.0.2.1 router 198.51.100.1 --veth-- 198.51.100.2 wan
+                                         192.0.2.65 --veth-- 192.0.2.66 vpn
 
-The router forwards and masquerades towards wan (so it tracks connections);
-hrneo (or, for the baseline, dnsmasq) runs there. The wan host answers DNS.
+Each link has an IPv6 network too (2001:db8:ff01::/64 client side, ff02 wan,
+ff03 vpn: outside the ranges the DNS load hands out). The router forwards and
+masquerades towards wan (so it tracks connections); hrneo (or, for the
+baseline, dnsmasq) runs there. The wan host answers DNS; vpn stands for the
+tunnel the policy's route leads to.
 Processes are measured from /proc: CPU time (user + system, every thread) and
 resident memory.
 """
@@ -25,6 +29,11 @@ CLIENT_ADDR = "192.0.2.2"
 ROUTER_LAN = "192.0.2.1"
 ROUTER_WAN = "198.51.100.1"
 WAN_ADDR = "198.51.100.2"
+ROUTER_VPN = "192.0.2.65"
+VPN_ADDR = "192.0.2.66"
+CLIENT6, ROUTER_LAN6 = "2001:db8:ff01::2", "2001:db8:ff01::1"
+ROUTER_WAN6, WAN6 = "2001:db8:ff02::1", "2001:db8:ff02::2"
+ROUTER_VPN6, VPN6 = "2001:db8:ff03::1", "2001:db8:ff03::2"
 GROUP = 100
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -57,12 +66,36 @@ class Hosts:
             self.client = self._ns("-c")
             self.router = self._ns("-r")
             self.wan = self._ns("-w")
-            link(self.client, self.router, "c0", "r0", [f"{CLIENT_ADDR}/26"], [f"{ROUTER_LAN}/26"])
-            link(self.router, self.wan, "r1", "w0", [f"{ROUTER_WAN}/24"], [f"{WAN_ADDR}/24"])
+            self.vpn = self._ns("-v")
+            link(
+                self.client, self.router, "c0", "r0",
+                [f"{CLIENT_ADDR}/26", f"{CLIENT6}/64"], [f"{ROUTER_LAN}/26", f"{ROUTER_LAN6}/64"],
+            )  # fmt: skip
+            link(
+                self.router, self.wan, "r1", "w0",
+                [f"{ROUTER_WAN}/24", f"{ROUTER_WAN6}/64"], [f"{WAN_ADDR}/24", f"{WAN6}/64"],
+            )  # fmt: skip
+            link(
+                self.router, self.vpn, "r2", "v0",
+                [f"{ROUTER_VPN}/26", f"{ROUTER_VPN6}/64"], [f"{VPN_ADDR}/26", f"{VPN6}/64"],
+            )  # fmt: skip
             self.client.sh(f"ip route add default via {ROUTER_LAN}")
-            self.wan.sh(f"ip route add 192.0.2.0/26 via {ROUTER_WAN}")
-            self.router.sh("sysctl -qw net.ipv4.ip_forward=1")
-            self.router.sh("iptables -w -t nat -A POSTROUTING -o r1 -j MASQUERADE")
+            self.client.sh(f"ip -6 route add default via {ROUTER_LAN6}")
+            for ns, via, via6 in (
+                (self.wan, ROUTER_WAN, ROUTER_WAN6),
+                (self.vpn, ROUTER_VPN, ROUTER_VPN6),
+            ):
+                ns.sh(f"ip route add 192.0.2.0/26 via {via}")
+                ns.sh(f"ip -6 route add 2001:db8:ff01::/64 via {via6}")
+            for cmd in (
+                "sysctl -qw net.ipv4.ip_forward=1",
+                "sysctl -qw net.ipv6.conf.all.forwarding=1",
+                # Replies from vpn come back on r2 for addresses the main table sends to wan.
+                "sysctl -qw net.ipv4.conf.all.rp_filter=2",
+                f"ip -6 route add default via {WAN6}",
+                "iptables -w -t nat -A POSTROUTING -o r1 -j MASQUERADE",
+            ):
+                self.router.sh(cmd)
             # The client swallows answers silently: no ICMP "port unreachable" back
             # for sockets already closed.
             self.client.sh("iptables -w -A INPUT -p udp --sport 53 -j DROP")
