@@ -4,7 +4,8 @@ The core classes come from the compiled Rust module ``hrneo._core``:
 :class:`NflogReader` (DNS answers copied by the kernel's NFLOG target),
 :class:`IpsetBatch` (batched ipset adds that report which addresses were new),
 :class:`ConntrackFlusher` (deletes the conntrack entries of new addresses),
-:class:`IpsetSession` (the kernel's set verbs), :class:`Watchlist` (the
+:class:`IpsetSession` (the kernel's set verbs), :class:`NftSetBatch` and
+:class:`NftSetSession` (the same for nftables sets), :class:`Watchlist` (the
 compiled domain matcher), and :class:`Plan` / :class:`Pipeline` (the daemon's
 hot path, all in Rust). Errors are in :mod:`hrneo.errors`.
 """
@@ -21,15 +22,18 @@ from hrneo._core import (
     IpsetBatch,
     IpsetSession,
     NflogReader,
+    NftSetBatch,
+    NftSetSession,
     Pipeline,
     Plan,
     Watchlist,
     WatchMatch,
     __version__,
     ipset_add_message,
+    nftset_add_message,
     parse_packet,
 )
-from hrneo.errors import HrneoError, IpsetError
+from hrneo.errors import HrneoError, IpsetError, NftSetError, SetError
 
 __all__ = [
     "ConntrackFlusher",
@@ -40,12 +44,17 @@ __all__ = [
     "IpsetError",
     "IpsetSession",
     "NflogReader",
+    "NftSetBatch",
+    "NftSetError",
+    "NftSetSession",
     "Pipeline",
     "Plan",
+    "SetError",
     "WatchMatch",
     "Watchlist",
     "__version__",
     "ipset_add_message",
+    "nftset_add_message",
     "parse_packet",
 ]
 

@@ -8,11 +8,13 @@
 //! overload the kernel's socket buffer overflows and the source counts the drops.
 
 mod flush;
+mod nftwriter;
 mod notes;
 mod plan;
 mod stats;
 
 pub use flush::{FlushTotals, FlushWorker, Flusher};
+pub use nftwriter::NftWriter;
 pub use notes::{Level, Notes};
 pub use plan::{IpsetWriter, Plan, PolicySpec, Prepared, SetWriter};
 pub use stats::{Counters, PolicyCounters};

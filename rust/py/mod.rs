@@ -7,6 +7,7 @@ mod errors;
 mod guarded;
 mod ipset;
 mod nflog;
+mod nftables;
 mod pipeline;
 mod watchlist;
 
@@ -24,6 +25,8 @@ mod _core {
     use super::ipset::{ipset_add_message, PyIpsetBatch, PyIpsetSession};
     #[pymodule_export]
     use super::nflog::PyNflogReader;
+    #[pymodule_export]
+    use super::nftables::{nft_refresh_mode, nftset_add_message, PyNftSetBatch, PyNftSetSession};
     #[pymodule_export]
     use super::pipeline::{PyPipeline, PyPlan};
     #[pymodule_export]
