@@ -9,17 +9,18 @@ the config's compiled :class:`~hrneo._core.Watchlist`.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 
 from hrneo._core import Watchlist
 from hrneo.config import values as v
 from hrneo.config.model import (
+    BACKENDS,
+    DEFAULT_BACKEND,
     DEFAULT_DNS_CHAINS,
     DEFAULT_LIST_REFRESH,
     DEFAULT_NFLOG_GROUP,
@@ -32,95 +33,29 @@ from hrneo.config.model import (
     Policy,
     Route,
 )
+from hrneo.config.nodes import NodeReader
 from hrneo.domains import normalize_domain
 from hrneo.errors import ConfigError
+from hrneo.nftnames import NftSetName, check_nft_name, parse_nftset
+
+# iptables chain names of DNS answers, and the nftables hooks of the same name.
+NFT_HOOKS = ("OUTPUT", "FORWARD", "INPUT", "PREROUTING", "POSTROUTING")
 
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
 
 
-class _Loader:
+class _Loader(NodeReader):
     """Walks the composed YAML node tree, collecting errors and warnings."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
+        super().__init__(path)
         self.base = os.path.dirname(os.path.abspath(path))
-        self.errors: list[str] = []
-        self.warnings: list[str] = []
-        self._constructor = yaml.constructor.SafeConstructor()
         # Every policy's domains go straight into the compiled matcher: no
         # Python string per domain is kept (100,000 domains would cost ~20 MB).
         self.watchlist = Watchlist()
         self.watchlist.add_source(path)
         self.policy_names: dict[int, str] = {}
-
-    # -- helpers ---------------------------------------------------------------
-    def where(self, node: yaml.Node) -> str:
-        return f"{self.path}:{node.start_mark.line + 1}"
-
-    def error(self, node: yaml.Node, msg: str) -> None:
-        self.errors.append(f"{self.where(node)}: {msg}")
-
-    def warn(self, node: yaml.Node, msg: str) -> None:
-        self.warnings.append(f"{self.where(node)}: {msg}")
-
-    def scalar(self, node: yaml.Node) -> Any:
-        """The Python value of a scalar node (YAML 1.1 resolution: 0x1001 is an int)."""
-        if not isinstance(node, yaml.ScalarNode):
-            return _NotScalar
-        return self._constructor.construct_object(node, deep=True)
-
-    def mapping(
-        self, node: yaml.Node, what: str, known: tuple[str, ...]
-    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-        """Keys -> (key node, value node); unknown and duplicate keys are errors."""
-        if not isinstance(node, yaml.MappingNode):
-            self.error(node, f"{what} must be a mapping (key: value lines)")
-            return {}
-        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
-        for knode, vnode in node.value:
-            key = self.scalar(knode)
-            if not isinstance(key, str):
-                self.error(knode, f"{what}: key {key!r} is not a name")
-                continue
-            if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                self.error(knode, f"unknown key {key!r} in {what}{extra}")
-                continue
-            if key in out:
-                self.error(knode, f"duplicate key {key!r} in {what}")
-                continue
-            out[key] = (knode, vnode)
-        return out
-
-    def sequence(self, node: yaml.Node, what: str) -> list[yaml.Node]:
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
-            return []
-        if not isinstance(node, yaml.SequenceNode):
-            self.error(node, f"{what} must be a list")
-            return []
-        return list(node.value)
-
-    def get(
-        self,
-        m: dict[str, tuple[yaml.Node, yaml.Node]],
-        key: str,
-        default: Any,
-        conv: Callable[[Any], Any],
-    ) -> Any:
-        """Convert m[key] with `conv` (which raises ValueError with the reason)."""
-        if key not in m:
-            return default
-        vnode = m[key][1]
-        value = self.scalar(vnode)
-        if value is _NotScalar:
-            self.error(vnode, f"{key} must be a single value")
-            return default
-        try:
-            return conv(value)
-        except (ValueError, TypeError) as e:
-            self.error(vnode, f"{key}: {e}")
-            return default
+        self.backend = DEFAULT_BACKEND
 
     # -- sections --------------------------------------------------------------
     def load(self) -> Config:
@@ -150,8 +85,10 @@ class _Loader:
                 "control_socket",
                 "conntrack_events",
                 "list_refresh",
+                "backend",
             ),
         )
+        self.backend = self.get(top, "backend", DEFAULT_BACKEND, v.one_of(BACKENDS))
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, v.int_range(0, 65535))
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
@@ -177,6 +114,7 @@ class _Loader:
             control_socket=sock,
             conntrack_events=ct_events,
             list_refresh=refresh,
+            backend=self.backend,
             watchlist=self.watchlist,
         )
 
@@ -193,6 +131,8 @@ class _Loader:
                 "iptables",
                 "ip6tables",
                 "ip",
+                "nft",
+                "verify_answers",
             ),
         )
         chains: list[str] = []
@@ -204,6 +144,7 @@ class _Loader:
                 elif chain in chains:
                     self.error(cnode, f"dns_chains: {chain!r} listed twice")
                 else:
+                    self.nft_hook_of(cnode, chain)
                     chains.append(chain)
         else:
             chains = list(DEFAULT_DNS_CHAINS)
@@ -220,7 +161,53 @@ class _Loader:
             iptables=self.get(m, "iptables", "iptables", v.path),
             ip6tables=self.get(m, "ip6tables", "ip6tables", v.path),
             ip=self.get(m, "ip", "ip", v.path),
+            nft=self.get(m, "nft", "nft", v.path),
+            verify_answers=self.get(m, "verify_answers", True, v.boolean),
         )
+
+    def nftables_problem(self, node: yaml.Node, msg: str) -> None:
+        """An error with backend nftables; with auto, a warning (nftables may not be chosen)."""
+        if self.backend == "nftables":
+            self.error(node, msg)
+        elif self.backend == "auto":
+            self.warn(node, f"{msg} (if backend auto chooses nftables)")
+
+    def nft_hook_of(self, node: yaml.Node, chain: str) -> None:
+        """A DNS chain must be one of the hooks nftables has."""
+        if chain.upper() not in NFT_HOOKS:
+            self.nftables_problem(
+                node,
+                f"dns_chains: {chain!r} is no nftables hook ({', '.join(NFT_HOOKS)})",
+            )
+
+    def nftset(
+        self, m: dict[str, tuple[yaml.Node, yaml.Node]], name: object
+    ) -> tuple[str | None, NftSetName | None, NftSetName | None]:
+        """The `nftset` value as written, and its IPv4 and IPv6 sets."""
+        raw = self.get(m, "nftset", None, v.nonempty_str)
+        if raw is None:
+            return None, None, None
+        node = m["nftset"][1]
+        try:
+            set4, set6 = parse_nftset(raw)
+        except ValueError as e:
+            self.error(node, str(e))
+            return None, None, None
+        if self.backend == "ipset":
+            self.warn(node, f"nftset of policy {name!r} is used only with backend nftables")
+        return raw, set4, set6
+
+    def own_set_names(
+        self, m: dict[str, tuple[yaml.Node, yaml.Node]], used: dict[str, bool]
+    ) -> None:
+        """Sets named by `ipset`/`ipset6` that live in inet hrneo must be nft names."""
+        for key, in_use in used.items():
+            if key in m and in_use:
+                raw = self.scalar(m[key][1])
+                try:
+                    check_nft_name("set", str(raw))
+                except ValueError as e:
+                    self.nftables_problem(m[key][1], f"{key}: {e}")
 
     def policy(self, node: yaml.Node, fw: FirewallConfig, index: int) -> Policy | None:
         keys = (
@@ -235,6 +222,7 @@ class _Loader:
             "domain_urls",
             "static",
             "route",
+            "nftset",
         )
         m = self.mapping(node, "policy", keys)
         if not m and not isinstance(node, yaml.MappingNode):
@@ -242,10 +230,15 @@ class _Loader:
         name = self.get(m, "name", None, v.policy_name)
         if "name" not in m:
             self.error(node, "policy has no `name`")
+        nftset, nft4, nft6 = self.nftset(m, name)
         ipset = self.get(m, "ipset", None, v.set_name)
         if "ipset" not in m:
-            self.error(node, f"policy {name!r} has no `ipset`")
+            if nft4 is not None:
+                ipset = nft4.name  # the name `hrneo status` shows; sets live where nftset says
+            else:
+                self.error(node, f"policy {name!r} has no `ipset` (nor an IPv4 set in `nftset`)")
         ipset6 = self.get(m, "ipset6", None, v.set_name)
+        self.own_set_names(m, {"ipset": nft4 is None, "ipset6": nft6 is None})
         self.policy_names[index] = name if isinstance(name, str) else f"#{index + 1}"
 
         def add(domain: str, src: int, line: int) -> None:
@@ -296,7 +289,7 @@ class _Loader:
                 except ValueError:
                     self.error(snode, f"static: {raw!r} is not an IPv4/IPv6 address or network")
                     continue
-                if net.version == 6 and ipset6 is None:
+                if net.version == 6 and ipset6 is None and nft6 is None:
                     self.error(snode, f"static: {raw!r} is IPv6 but the policy has no ipset6")
                     continue
                 text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
@@ -304,6 +297,14 @@ class _Loader:
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
+            foreign = [s for s in (nft4, nft6) if s is not None and s.table != "hrneo"]
+            if foreign and self.backend != "ipset":
+                self.warn(
+                    m["route"][1],
+                    f"route of policy {name!r}: with backend nftables its set {foreign[0]} is "
+                    "in a table of your firewall, where hrneo adds no rules: mark the traffic "
+                    "there (hrneo installs the ip rule and the table's route)",
+                )
         if self.watchlist.count(index) == 0 and not static and not urls:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
@@ -316,6 +317,9 @@ class _Loader:
             name=name,
             ipset=ipset,
             ipset6=ipset6,
+            nftset=nftset,
+            nft4=nft4.spec if nft4 else None,
+            nft6=nft6.spec if nft6 else None,
             timeout=timeout,
             reconnect=reconnect,
             maxelem=maxelem,
@@ -424,7 +428,10 @@ class _Loader:
                     f"{here}: duplicate policy name {p.name!r} (first at line {names[p.name].line})"
                 )
             names.setdefault(p.name, p)
-            for s in (p.ipset, p.ipset6):
+            used: tuple[str | None, ...] = (p.ipset, p.ipset6)
+            if self.backend == "nftables":
+                used = (p.nft_set4, p.nft_set6)
+            for s in used:
                 if s is None:
                     continue
                 if s in sets:
@@ -444,13 +451,6 @@ class _Loader:
                             f"policy {seen[key].name!r} (line {seen[key].line})"
                         )
                     seen.setdefault(key, p)
-
-
-class _NotScalarType:
-    pass
-
-
-_NotScalar = _NotScalarType()
 
 
 def load_config(path: str) -> tuple[Config, list[str]]:

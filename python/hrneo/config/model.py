@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hrneo._core import Watchlist
+from hrneo.nftnames import own_set
 
 DEFAULT_CONFIG_PATH = "/opt/etc/hrneo/hrneo.yaml"
 DEFAULT_SOCKET_PATH = "/run/hrneo.sock"
@@ -19,6 +20,9 @@ DEFAULT_LIST_REFRESH = 86400
 # hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
 # recognise (and delete) the ones it left behind.
 DEFAULT_RULE_PRIORITY = 9000
+# Where sets live and rules go: ipset + iptables, nftables, or chosen at start.
+BACKENDS = ("ipset", "nftables", "auto")
+DEFAULT_BACKEND = "ipset"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,11 @@ class Policy:
     name: str
     ipset: str
     ipset6: str | None = None
+    # backend nftables: `nftset` as written (dnsmasq notation), and the
+    # `family#table#set` of its IPv4 / IPv6 set.
+    nftset: str | None = None
+    nft4: str | None = None
+    nft6: str | None = None
     timeout: int = DEFAULT_TIMEOUT
     reconnect: bool = True
     maxelem: int | None = None
@@ -59,6 +68,18 @@ class Policy:
     line: int = 0
     index: int = 0
     watchlist: Watchlist | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def nft_set4(self) -> str:
+        """The IPv4 set with backend nftables: from `nftset`, else `ipset` in inet hrneo."""
+        return self.nft4 or own_set(self.ipset)
+
+    @property
+    def nft_set6(self) -> str | None:
+        """The IPv6 set with backend nftables: from `nftset`, else `ipset6` in inet hrneo."""
+        if self.nft6:
+            return self.nft6
+        return own_set(self.ipset6) if self.ipset6 else None
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -84,12 +105,16 @@ class FirewallConfig:
 
     manage_rules: bool = True
     dns_chains: tuple[str, ...] = DEFAULT_DNS_CHAINS
+    # Only answers to queries the router forwarded or sent count (conntrack
+    # ESTABLISHED, reply direction).
+    verify_answers: bool = True
     ipv6: bool = True
     recheck_interval: float = DEFAULT_RECHECK_INTERVAL
     rule_priority: int = DEFAULT_RULE_PRIORITY
     iptables: str = "iptables"
     ip6tables: str = "ip6tables"
     ip: str = "ip"
+    nft: str = "nft"
 
 
 @dataclass(frozen=True)
@@ -98,6 +123,7 @@ class Config:
 
     path: str
     nflog_group: int = DEFAULT_NFLOG_GROUP
+    backend: str = DEFAULT_BACKEND
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     policies: tuple[Policy, ...] = ()
     control_socket: str = DEFAULT_SOCKET_PATH

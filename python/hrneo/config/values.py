@@ -53,6 +53,24 @@ def int_range(lo: int, hi: int) -> Callable[[object], int]:
     return conv
 
 
+def one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
+    """A converter for one of the words `choices`."""
+
+    def conv(v: object) -> str:
+        if not isinstance(v, str) or v not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, not {v!r}")
+        return v
+
+    return conv
+
+
+def nonempty_str(v: object) -> str:
+    """A non-empty string."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"expected a non-empty string, not {v!r}")
+    return v.strip()
+
+
 def nonneg_float(v: object) -> float:
     """A number of seconds >= 0."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
