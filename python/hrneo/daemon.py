@@ -19,11 +19,10 @@ import time
 from types import FrameType
 from typing import Any, Callable, cast
 
-from hrneo.backends import CoreFactory, PipelineLike
+from hrneo.backends import CoreFactory, FirewallLike, PipelineLike, choose_backend, make_firewall
 from hrneo.config import Config, load_config
 from hrneo.control import ControlServer
 from hrneo.errors import ConfigError, DaemonError, FirewallError
-from hrneo.firewall import Firewall, describe
 from hrneo.status import DaemonStatus, PipelineStats, PolicyCounters, PolicyStatus, ReloadInfo
 
 log = logging.getLogger(__name__)
@@ -44,17 +43,23 @@ class Daemon:
         config: Config,
         *,
         core: CoreFactory | None = None,
-        firewall: Firewall | None = None,
+        firewall: FirewallLike | None = None,
         loader: Callable[[str], tuple[Config, list[str]]] = load_config,
         control: bool = True,
     ) -> None:
+        # The backend is fixed for the daemon's life: `auto` is resolved once, here.
+        self.backend = choose_backend(config) if core is None else None
         if core is None:
             from hrneo.pipeline import CompiledCore  # the daemon's tests run on fakes
 
-            core = CompiledCore()
+            assert self.backend is not None
+            core = CompiledCore("nftables" if self.backend.name == "nftables" else "ipset")
         self.config = config
         self.core = core
-        self.firewall = firewall if firewall is not None else Firewall(config.firewall)
+        if firewall is None:
+            name = self.backend.name if self.backend else "ipset"
+            firewall = make_firewall(config.firewall, name)
+        self.firewall = firewall
         self.loader = loader
         self.use_control = control
         self.pipeline: PipelineLike | None = None
@@ -78,6 +83,8 @@ class Daemon:
     def start(self) -> None:
         """Sets, rules, the pipeline, the control socket. Raises DaemonError/OSError."""
         cfg = self.config
+        if self.backend is not None:
+            log.info("sets and rules: %s (%s)", self.backend.name, self.backend.why)
         plan = self.core.plan(cfg)
         try:
             notes = plan.prepare()
@@ -146,6 +153,8 @@ class Daemon:
             log.warning("control_socket change takes effect at the next restart")
         if cfg.conntrack_events != old.conntrack_events:
             log.warning("conntrack_events change takes effect at the next restart")
+        if cfg.backend != old.backend:
+            log.warning("backend change takes effect at the next restart")
         self.config = cfg
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         return self._reloaded(
@@ -163,15 +172,17 @@ class Daemon:
         sets (destroyed) and their static entries (flushed). Returns the firewall
         items re-installed."""
         fixed = 0
-        if self._firewall_on:
-            fixed = self.firewall.reconcile()
-            self.counters["reconciled"] += fixed
+        # Sets first: the rules match on them (an nftables rule cannot be added
+        # before its set, an iptables `-m set` rule neither).
         if self.pipeline is not None:
             try:
                 for line in self.pipeline.prepare():
                     log.debug("%s", line)
             except (OSError, ValueError) as e:
                 log.error("check of the sets: %s", e)
+        if self._firewall_on:
+            fixed = self.firewall.reconcile()
+            self.counters["reconciled"] += fixed
         self._next_recheck = time.monotonic() + self.config.firewall.recheck_interval
         return fixed
 
@@ -200,10 +211,13 @@ class Daemon:
 
         by_name = ps["policies"] if ps else {}
         policies: list[PolicyStatus] = []
+        nft = self.backend is not None and self.backend.name == "nftables"
         for p in self.config.policies:
             c = by_name.get(p.name)
+            # The sets the addresses go to: with nftables, `family#table#set`.
+            sets = (p.nft_set4, p.nft_set6) if nft else (p.ipset, p.ipset6)
             policies.append({
-                "name": p.name, "ipset": p.ipset, "ipset6": p.ipset6, "domains": p.domain_count,
+                "name": p.name, "ipset": sets[0], "ipset6": sets[1], "domains": p.domain_count,
                 "matched": c["matched"] if c else 0, "added": c["added"] if c else 0,
                 "new": c["new"] if c else 0, "refreshed": c["refreshed"] if c else 0,
                 "flushed": c["flushed"] if c else 0, "errors": c["errors"] if c else 0,
@@ -214,6 +228,7 @@ class Daemon:
             "pid": os.getpid(),
             "config": self.config.path,
             "nflog_group": self.config.nflog_group,
+            "backend": self.backend.name if self.backend else "ipset",
             "uptime": time.time() - self.started,
             "events_per_s": round(self.rate, 1),
             "events": count("events"),
@@ -237,7 +252,7 @@ class Daemon:
             "firewall": {
                 "managed": self._firewall_on,
                 "items": len(self.firewall.items),
-                "missing": sorted(describe(i) for i in self.firewall.missing),
+                "missing": sorted(self.firewall.describe(i) for i in self.firewall.missing),
             },
             "policies": policies,
         }

@@ -32,11 +32,14 @@ def conntrack_mode(cfg: Config) -> ConntrackMode:
 
 
 class CompiledCore:
-    """The real :class:`~hrneo.backends.CoreFactory`: ipsets over netlink."""
+    """The real :class:`~hrneo.backends.CoreFactory`: ipsets or nftables sets over netlink."""
+
+    def __init__(self, backend: Literal["ipset", "nftables"] = "ipset") -> None:
+        self.backend: Literal["ipset", "nftables"] = backend
 
     def plan(self, cfg: Config) -> PlanLike:
         """The config's plan; its sets are not touched until ``prepare()``."""
-        return _core.Plan(cfg.watchlist, cfg.policies)
+        return _core.Plan(cfg.watchlist, cfg.policies, backend=self.backend)
 
     def pipeline(self, plan: PlanLike, cfg: Config) -> PipelineLike:
         """Bind the config's NFLOG group, start the conntrack thread, take `plan` over."""

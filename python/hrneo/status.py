@@ -93,6 +93,7 @@ class DaemonStatus(TypedDict):
     pid: int
     config: str
     nflog_group: int
+    backend: str  # "ipset" or "nftables"
     uptime: float
     events_per_s: float
     events: int
@@ -129,7 +130,8 @@ def format_status(st: dict[str, Any]) -> str:
     lines = [
         (
             f"hrneo pid {st.get('pid')}  up {_ago(float(st.get('uptime', 0)))}  "
-            f"config {st.get('config')}  nflog group {st.get('nflog_group')}"
+            f"config {st.get('config')}  nflog group {st.get('nflog_group')}  "
+            f"sets {st.get('backend', 'ipset')}"
         ),
         (
             f"events {st.get('events', 0)}  ({st.get('events_per_s', 0)}/s)  answers "
