@@ -220,16 +220,12 @@ impl NftSetBatch {
             }
         };
         let interval = info.is_interval();
-        let mut ops: Vec<Op> = Vec::new();
-        let mut op_entry: Vec<(usize, bool)> = Vec::new(); // (queue index, is a new entry)
+        let mut new_idx: Vec<usize> = Vec::new();
         let mut refresh: Vec<(usize, u64)> = Vec::new(); // (queue index, ms it had left)
         let mut present = 0;
         for (i, f) in found.iter().enumerate() {
             match f {
-                Found::Absent => {
-                    ops.push(Op { del: false, elems: elements(&queue[i], interval, elem_timeout) });
-                    op_entry.push((i, true));
-                }
+                Found::Absent => new_idx.push(i),
                 Found::Covered => present += 1,
                 Found::Exact(left) => {
                     present += 1;
@@ -247,11 +243,21 @@ impl NftSetBatch {
         };
         // A refresh names its timeout even where new entries take the set's default.
         let refresh_timeout = elem_timeout.or(target_ms);
-        for &(i, _) in &refresh {
-            if mode == RefreshMode::Readd {
+        // Deletes (a refresh by delete and add) first, then the adds: the kernel
+        // sends consecutive ops of a kind in one message.
+        let mut ops: Vec<Op> = Vec::new();
+        let mut op_entry: Vec<(usize, bool)> = Vec::new(); // (queue index, is a new entry)
+        if mode == RefreshMode::Readd {
+            for &(i, _) in &refresh {
                 ops.push(Op { del: true, elems: elements(&queue[i], interval, None) });
                 op_entry.push((i, false));
             }
+        }
+        for &i in &new_idx {
+            ops.push(Op { del: false, elems: elements(&queue[i], interval, elem_timeout) });
+            op_entry.push((i, true));
+        }
+        for &(i, _) in &refresh {
             ops.push(Op { del: false, elems: elements(&queue[i], interval, refresh_timeout) });
             op_entry.push((i, false));
         }
@@ -493,6 +499,8 @@ impl NftSetBatch {
         let mut ops = Vec::with_capacity(refresh.len() * 2);
         for &(i, _) in refresh {
             ops.push(Op { del: true, elems: elements(&queue[i], interval, None) });
+        }
+        for &(i, _) in refresh {
             ops.push(Op { del: false, elems: elements(&queue[i], interval, elem_timeout) });
         }
         match self.session.apply(&self.set, &ops)?.into_iter().flatten().next() {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::Range;
 
 use super::consts::*;
 use super::message::*;
@@ -128,6 +129,25 @@ pub(crate) struct Op {
     pub elems: Vec<NftElem>,
 }
 
+/// Ops one message carries at most when they go together: its element list is
+/// one attribute (at most 64 KiB); 256 IPv6 intervals with timeouts take ~23 KiB.
+const GROUP: usize = 256;
+
+/// Consecutive ops of one kind (add or delete), at most `max` a message.
+fn groups(ops: &[Op], max: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < ops.len() {
+        let mut j = i + 1;
+        while j < ops.len() && j - i < max && ops[j].del == ops[i].del {
+            j += 1;
+        }
+        out.push(i..j);
+        i = j;
+    }
+    out
+}
+
 /// A netlink socket for nf_tables set requests.
 pub struct NftSetSession {
     sock: NetfilterSocket,
@@ -189,27 +209,36 @@ impl NftSetSession {
         res.map(|()| (first, codes))
     }
 
-    /// One transaction of `ops` on `set`: BEGIN, a message per op (the last
-    /// acked), END. Returns per op the kernel's refusal (positive errno), or
-    /// Err when the whole transaction was refused. Any refusal aborts it all.
-    fn transaction(&mut self, set: &NftSetRef, ops: &[Op]) -> Result<Vec<Option<i32>>> {
-        if ops.is_empty() {
+    /// One transaction of `ops` on `set`: BEGIN, the messages (the last acked),
+    /// END; `groups` says which ops each message carries. Returns per message
+    /// the kernel's refusal (positive errno), or Err when the whole transaction
+    /// was refused. Any refusal aborts it all.
+    fn transaction(
+        &mut self,
+        set: &NftSetRef,
+        ops: &[Op],
+        groups: &[Range<usize>],
+    ) -> Result<Vec<Option<i32>>> {
+        let n = groups.len();
+        if n == 0 {
             return Ok(Vec::new());
         }
-        let n = ops.len();
         let (first, codes) = self
             .exchange(
                 n,
                 true,
                 |d, first| {
                     batch_begin(d, first);
-                    for (i, op) in ops.iter().enumerate() {
+                    let mut elems = Vec::new();
+                    for (i, g) in groups.iter().enumerate() {
                         let seq = first.wrapping_add(1 + i as u32);
                         let last = i + 1 == n;
-                        if op.del {
-                            msg_delsetelem(d, seq, set, &op.elems, last);
+                        elems.clear();
+                        elems.extend(ops[g.clone()].iter().flat_map(|o| o.elems.iter().copied()));
+                        if ops[g.start].del {
+                            msg_delsetelem(d, seq, set, &elems, last);
                         } else {
-                            msg_newsetelem(d, seq, set, &op.elems, last);
+                            msg_newsetelem(d, seq, set, &elems, last);
                         }
                     }
                     batch_end(d, first.wrapping_add(1 + n as u32));
@@ -230,18 +259,30 @@ impl NftSetSession {
             .collect())
     }
 
-    /// Run `ops` as transactions of at most `op_chunk` operations. A refused
-    /// operation aborts its transaction: it is sent again without the refused
-    /// ones (twice at most, as the set may change in between). Returns per op
-    /// the refusal that kept it out, if any.
+    /// Run `ops` as transactions of at most `op_chunk` operations. First with
+    /// consecutive ops of a kind sent together, a few hundred elements per
+    /// message (the kernel's cost is mostly per message); if anything is refused,
+    /// the kernel aborted it all without saying which element: the chunk goes
+    /// again with a message per op, so the refused ones are named, and then
+    /// without them (twice at most, as the set may change in between). Returns
+    /// per op the refusal that kept it out, if any.
     pub(crate) fn apply(&mut self, set: &NftSetRef, ops: &[Op]) -> Result<Vec<Option<i32>>> {
         let mut out = vec![None; ops.len()];
         let idx: Vec<usize> = (0..ops.len()).collect();
         for part in idx.chunks(self.op_chunk) {
+            let chunk = &ops[part[0]..part[0] + part.len()];
+            let grouped = groups(chunk, GROUP);
+            if grouped.len() < chunk.len() {
+                let refused = self.transaction(set, chunk, &grouped)?;
+                if refused.iter().all(Option::is_none) {
+                    continue;
+                }
+            }
             let mut left: Vec<usize> = part.to_vec();
             for _round in 0..3 {
                 let batch: Vec<Op> = left.iter().map(|&i| ops[i].clone()).collect();
-                let refused = self.transaction(set, &batch)?;
+                let single = groups(&batch, 1);
+                let refused = self.transaction(set, &batch, &single)?;
                 if refused.iter().all(Option::is_none) {
                     left.clear();
                     break;
@@ -610,6 +651,16 @@ mod tests {
         assert_eq!(intervals(vec![el("::", false)])[0].text(), "::/0");
         let v6 = intervals(vec![el("2001:db8::", false), el("2001:db9::", true)]);
         assert_eq!(v6[0].text(), "2001:db8::/32");
+    }
+
+    #[test]
+    fn ops_group_by_kind_and_size() {
+        let op = |del| Op { del, elems: Vec::new() };
+        let ops = [op(true), op(true), op(false), op(false), op(false), op(true)];
+        assert_eq!(groups(&ops, 256), [0..2, 2..5, 5..6]);
+        assert_eq!(groups(&ops, 2), [0..2, 2..4, 4..5, 5..6]);
+        assert_eq!(groups(&ops, 1).len(), 6);
+        assert!(groups(&[], 4).is_empty());
     }
 
     #[test]
