@@ -256,8 +256,10 @@ def nftset_add_message(
     interval: bool = True,
     timeout: int | None = None,
     seq: int = 1,
+    per_message: int = 256,
 ) -> bytes:
-    """The NEWSETELEM transaction NftSetBatch.commit() sends for absent entries (pure)."""
+    """The transaction NftSetBatch.commit() sends for absent entries (pure): BEGIN,
+    NEWSETELEM messages of up to `per_message` entries (the last acked), END."""
 
 def nft_refresh_mode() -> Literal["update", "readd"] | None:
     """How this kernel resets a present element's timeout, once a commit in this

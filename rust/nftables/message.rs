@@ -291,24 +291,29 @@ pub(crate) fn msg_dump_elems(d: &mut Datagram, seq: u32, set: &NftSetRef) {
     elem_list(d, NFT_MSG_GETSETELEM, NLM_F_DUMP, seq, set).finish();
 }
 
-/// The transaction `NftSetBatch::commit` sends for entries found absent: one
-/// NEWSETELEM per entry between BATCH_BEGIN (`first_seq`) and BATCH_END, the
-/// last NEWSETELEM acked. Pure (no socket), for tools, tests and the
-/// cross-architecture smoke test.
+/// The transaction `NftSetBatch::commit` sends for entries found absent:
+/// BATCH_BEGIN (`first_seq`), their elements in NEWSETELEM messages of up to
+/// `per_message` entries (the last message acked), BATCH_END. Pure (no
+/// socket), for tools, tests and the cross-architecture smoke test.
 pub fn newsetelem_batch(
     set: &NftSetRef,
     entries: &[Entry],
     interval: bool,
     timeout_ms: Option<u64>,
     first_seq: u32,
+    per_message: usize,
 ) -> Result<Vec<u8>> {
+    let per_message = per_message.max(1);
     let mut d = Datagram::with_capacity(64 + entries.len() * 96);
     batch_begin(&mut d, first_seq);
     let mut seq = first_seq;
-    for (i, e) in entries.iter().enumerate() {
+    let parts = entries.chunks(per_message).count();
+    let mut elems = Vec::new();
+    for (i, part) in entries.chunks(per_message).enumerate() {
         seq = seq.wrapping_add(1);
-        let elems = elements(e, interval, timeout_ms);
-        msg_newsetelem(&mut d, seq, set, &elems, i + 1 == entries.len());
+        elems.clear();
+        part.iter().for_each(|e| elems.extend(elements(e, interval, timeout_ms)));
+        msg_newsetelem(&mut d, seq, set, &elems, i + 1 == parts);
     }
     batch_end(&mut d, seq.wrapping_add(1));
     Ok(d.as_bytes().to_vec())
@@ -548,7 +553,11 @@ mod tests {
     #[test]
     fn whole_batch_numbers_messages_and_acks_the_last() {
         let es = [Entry::parse("192.0.2.1").unwrap(), Entry::parse("192.0.2.2").unwrap()];
-        let b = newsetelem_batch(&set(), &es, false, None, 100).unwrap();
+        let one = newsetelem_batch(&set(), &es, false, None, 100, 256).unwrap();
+        let ms: Vec<_> = messages(&one).collect();
+        assert_eq!(ms.len(), 3, "both entries in one message");
+        assert_eq!(ms[1].flags & NLM_F_ACK, NLM_F_ACK);
+        let b = newsetelem_batch(&set(), &es, false, None, 100, 1).unwrap();
         let ms: Vec<_> = messages(&b).collect();
         let seqs: Vec<u32> = ms.iter().map(|m| m.seq).collect();
         assert_eq!(seqs, [100, 101, 102, 103]);

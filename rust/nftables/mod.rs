@@ -4,23 +4,25 @@
 //! Message layout follows `include/uapi/linux/netfilter/nf_tables.h` and
 //! `net/netfilter/nf_tables_api.c`. No PyO3 here.
 //!
-//! How a commit works, and what each part needs of the kernel (see `batch.rs`):
+//! How a commit works, and what each part needs of the kernel (see `batch.rs`;
+//! the README's "How the nftables backend adds" has the table):
 //! 1. one GETSETELEM per queued entry, all in one datagram (Linux 4.15+; older
 //!    kernels answer EOPNOTSUPP and the batch falls back to one dump of the set):
 //!    the kernel answers the present ones with the element (and its time left)
 //!    and the absent or expired ones with ENOENT. No transaction, no lock.
-//! 2. one transaction (NFNL_MSG_BATCH_BEGIN ... END) with a NEWSETELEM per entry
-//!    that was absent, plus one per present entry of a timeout set whose time left
-//!    is short of the timeout. Without NLM_F_EXCL a present element is no error;
-//!    Linux 6.12+ (commit 4201f3938914, "set element timeout update support")
-//!    then resets its timeout. Older kernels leave it as it was, so there the
-//!    present ones are refreshed by a DELSETELEM and a NEWSETELEM in the same
-//!    transaction (the packet path never sees them missing). Which kernel this is
-//!    is learned once per process, from the first refresh: the element is looked
-//!    up again after a plain add.
-//! 3. one message per element, so a refused one (set full, an interval overlap)
-//!    is named in the kernel's reply; as any failure aborts the whole
-//!    transaction, the rest is sent again in a second one.
+//! 2. one transaction (NFNL_MSG_BATCH_BEGIN ... END) adding the absent entries
+//!    and the present ones of a timeout set whose time left is short of the
+//!    timeout, consecutive ones in one NEWSETELEM. Without NLM_F_EXCL a present
+//!    element is no error; Linux 6.12+ (commit 4201f3938914, "set element timeout
+//!    update support") then resets its countdown, provided the add carries
+//!    NFTA_SET_ELEM_EXPIRATION (an equal timeout alone changes nothing). Older
+//!    kernels leave it as it was, so there the present ones are refreshed by a
+//!    DELSETELEM and a NEWSETELEM in the same transaction (the packet path never
+//!    sees them missing). Which kernel this is is learned once per process, from
+//!    the first refresh: the element is looked up again after a plain add.
+//! 3. only when the kernel refused something (a full set, an overlapping
+//!    interval), which aborted the whole transaction without naming the element:
+//!    the same again with a message per entry, then without the refused ones.
 
 mod batch;
 pub(crate) mod consts;

@@ -246,11 +246,12 @@ impl PyNftSetSession {
     }
 }
 
-/// The transaction of NEWSETELEM messages `NftSetBatch.commit()` sends for
-/// entries found absent (no kernel involved): for tools, tests and checking
-/// byte order on a new platform. `timeout` in seconds.
+/// The transaction `NftSetBatch.commit()` sends for entries found absent (no
+/// kernel involved): BEGIN, NEWSETELEM messages of up to `per_message` entries,
+/// END. For tools, tests and checking byte order on a new platform. `timeout`
+/// in seconds.
 #[pyfunction]
-#[pyo3(signature = (set_name, ips, *, interval = true, timeout = None, seq = 1))]
+#[pyo3(signature = (set_name, ips, *, interval = true, timeout = None, seq = 1, per_message = 256))]
 pub fn nftset_add_message<'py>(
     py: Python<'py>,
     set_name: &str,
@@ -258,11 +259,12 @@ pub fn nftset_add_message<'py>(
     interval: bool,
     timeout: Option<u32>,
     seq: u32,
+    per_message: usize,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let set = set_ref(set_name)?;
     let entries = ips.iter().map(|t| Entry::parse(t)).collect::<Result<Vec<_>>>()?;
     let ms = timeout.map(|t| u64::from(t) * 1000);
-    let bytes = newsetelem_batch(&set, &entries, interval, ms, seq)?;
+    let bytes = newsetelem_batch(&set, &entries, interval, ms, seq, per_message)?;
     Ok(PyBytes::new(py, &bytes))
 }
 

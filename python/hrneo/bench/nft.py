@@ -33,7 +33,7 @@ def _bare_transaction(sock: socket.socket, spec: str, addrs: list[str], seq: int
     from hrneo import nftset_add_message
 
     sock.send(nftset_add_message(spec, addrs, timeout=3600, seq=seq))
-    last = seq + len(addrs)
+    last = seq + (len(addrs) + 255) // 256  # the last NEWSETELEM is acked
     while True:
         data = sock.recv(65536)
         off = 0
