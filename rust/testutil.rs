@@ -215,10 +215,16 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
 
 /// A TCP header (PSH|ACK, no options) from `sport` to 40000, and payload.
 pub fn tcp(sport: u16, payload: &[u8]) -> Vec<u8> {
+    tcp_seq(sport, 0, payload)
+}
+
+/// `tcp` with the sequence number of the payload's first byte.
+pub fn tcp_seq(sport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     let mut t = Vec::new();
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&40000u16.to_be_bytes());
-    t.extend_from_slice(&[0; 8]);
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&[0; 4]);
     t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
     t.extend_from_slice(payload);
     t

@@ -75,7 +75,8 @@ check_so() {
     grep -q "Machine: *$want_machine" <<<"$hdr" || die "$so: not $want_machine"
     grep -q "$want_data" <<<"$hdr" || die "$so: not $want_data"
     if [[ "$t" == mips* ]]; then
-        readelf -A "$so" | grep -q "FP ABI: Soft float" || die "$so: not soft-float"
+        # Not a pipe: grep -q stops reading early and readelf would die of SIGPIPE.
+        grep -q "FP ABI: Soft float" <<<"$(readelf -A "$so")" || die "$so: not soft-float"
     fi
     # Only libc (and its satellites) may be needed: no libpython (abi3), no libgcc_s.
     local bad

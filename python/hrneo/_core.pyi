@@ -109,7 +109,8 @@ class NflogReader(_Closeable):
         """
     def stats(self) -> dict[str, int]:
         """Counters: packets, dns, responses, queries, malformed, incomplete, non_dns,
-        dropped, enobufs, datagrams."""
+        dropped, enobufs, datagrams, and DNS over TCP put back together from its
+        segments: tcp_reassembled, tcp_flows, tcp_gaps, tcp_unfinished, tcp_dropped_bytes."""
 
 # ---------------------------------------------------------------- ipset
 
@@ -392,6 +393,11 @@ class Pipeline(_Closeable):
     def swap_plan(self, plan: Plan) -> None: ...
     def swap_source(self, group: int) -> None: ...
     def prepare(self) -> list[str]: ...
+    def set_trusted(self, nets: list[str]) -> None:
+        """Only answers from these addresses/networks count from now on ([]: any source)."""
+    def set_protected(self, nets: list[str]) -> None:
+        """Addresses in these networks never go into a set (besides the classes that
+        route nowhere: unspecified, loopback, link-local, multicast, broadcast)."""
     def set_verbose(self, verbose: bool) -> None: ...
     def take_notes(self) -> list[tuple[int, str]]:
         """(logging level, line) queued since the last call."""

@@ -2,12 +2,17 @@
 
 Protocol: the client sends one line ("status\\n"), the server answers one JSON
 document and closes. Requests are bounded in size and in time, and the server
-never blocks the event loop for long.
+never blocks the event loop for long. At most :data:`MAX_CONNS` clients are
+served at once: more are closed as soon as they are accepted, so clients that
+connect and wait cannot take the file descriptors the daemon needs. When the
+process is out of descriptors (EMFILE), accepting pauses for
+:data:`ACCEPT_PAUSE` seconds instead of spinning on a socket that stays readable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -24,6 +29,9 @@ log = logging.getLogger(__name__)
 MAX_REQUEST = 256
 CONN_TIMEOUT = 2.0  # seconds a client may take to send its request
 SEND_TIMEOUT = 1.0
+MAX_CONNS = 32
+ACCEPT_PAUSE = 1.0
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 Handler = Callable[[str], Any]
 
@@ -58,6 +66,9 @@ class ControlServer:
         self.handler = handler
         self._conns: dict[int, tuple[socket.socket, bytearray, float]] = {}
         self._sel: selectors.BaseSelector | None = None
+        self._paused_until = 0.0  # accepting paused (out of descriptors) until then
+        self.refused = 0  # clients closed at once: over MAX_CONNS
+        self.accept_errors = 0
         _remove_stale(path)
         parent = os.path.dirname(path)
         if parent:
@@ -90,8 +101,16 @@ class ControlServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                log.warning("control socket accept: %s", e)
+                self.accept_errors += 1
+                if e.errno in _OUT_OF_FDS:
+                    self._pause(e)
+                else:
+                    log.warning("control socket accept: %s", e)
                 return
+            if len(self._conns) >= MAX_CONNS:
+                self.refused += 1
+                conn.close()
+                continue
             conn.setblocking(False)
             self._conns[conn.fileno()] = (conn, bytearray(), time.monotonic())
             fd = conn.fileno()
@@ -128,9 +147,27 @@ class ControlServer:
             log.debug("control reply not sent: %s", e)
         self._close(fd)
 
+    def _pause(self, e: OSError) -> None:
+        """Stop accepting for a while: the listening socket stays readable, and
+        each turn of the loop would fail the same way."""
+        assert self._sel is not None
+        log.warning(
+            "control socket: %s: not accepting clients for %.0f s (%d connected)",
+            e.strerror or e,
+            ACCEPT_PAUSE,
+            len(self._conns),
+        )
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(self.sock)
+        self._paused_until = time.monotonic() + ACCEPT_PAUSE
+
     def expire(self) -> None:
-        """Close connections that did not send a request in time."""
+        """Close connections that did not send a request in time; accept again
+        after a pause."""
         now = time.monotonic()
+        if self._paused_until and now >= self._paused_until and self._sel is not None:
+            self._paused_until = 0.0
+            self._sel.register(self.sock, selectors.EVENT_READ, self._accept)
         for fd, (_c, _b, t) in list(self._conns.items()):
             if now - t > CONN_TIMEOUT:
                 self._close(fd)

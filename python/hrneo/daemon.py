@@ -6,24 +6,43 @@ call per loop turn waits on the capture socket AND on this loop's selector
 (signals, control socket), and returns only when Python has work: a signal,
 a control client, a timer, or a log line. Python keeps the slow parts:
 config, firewall rules, reload, the control socket, logging.
+
+Before it touches anything, start() claims the NFLOG group and the control
+socket (:mod:`hrneo.instance`): a second daemon is refused and leaves the first
+one's rules alone. Running out of file descriptors (or memory for a new
+process) anywhere in the loop is logged and waited out, never fatal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import re
 import selectors
 import signal
 import time
 from types import FrameType
-from typing import Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from hrneo.backends import CoreFactory, FirewallLike, PipelineLike, choose_backend, make_firewall
 from hrneo.config import Config, load_config
 from hrneo.control import ControlServer
 from hrneo.errors import ConfigError, DaemonError, FirewallError
-from hrneo.status import DaemonStatus, PipelineStats, PolicyCounters, PolicyStatus, ReloadInfo
+from hrneo.instance import LOCK_PREFIX, InstanceLock
+from hrneo.pidfile import remove_pidfile, write_pidfile
+from hrneo.status import (
+    DaemonStatus,
+    PipelineStats,
+    PolicyCounters,
+    PolicyStatus,
+    ReloadInfo,
+    TcpStats,
+)
+
+if TYPE_CHECKING:
+    from hrneo.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +50,12 @@ RATE_WINDOW = 5.0  # seconds over which events/s is measured
 SUMMARY_INTERVAL = 60.0  # seconds between the per-policy INFO summaries
 MAX_WAIT = 1.0  # longest a loop turn waits, so timers stay on time
 SUMMARY_KEYS = ("new", "refreshed", "flushed", "errors")
+# Errors that mean "out of resources now", not "broken": the loop goes on.
+RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN)
+RESOURCE_BACKOFF = 0.2  # seconds the loop rests after such an error
+# The core's prepare() notes that say something was restored: "created set ...",
+# "vpn1: 3 static entries in hr_vpn1 (3 new)".
+_RESTORED_RE = re.compile(r"^created set |\((?!0 new\))\d+ new\)$")
 
 __all__ = ["Daemon", "DaemonError"]
 
@@ -46,6 +71,8 @@ class Daemon:
         firewall: FirewallLike | None = None,
         loader: Callable[[str], tuple[Config, list[str]]] = load_config,
         control: bool = True,
+        lock_prefix: str = LOCK_PREFIX,
+        pidfile: str | None = None,
     ) -> None:
         # The backend is fixed for the daemon's life: `auto` is resolved once, here.
         self.backend = choose_backend(config) if core is None else None
@@ -57,13 +84,16 @@ class Daemon:
         self.config = config
         self.core = core
         if firewall is None:
-            name = self.backend.name if self.backend else "ipset"
-            firewall = make_firewall(config.firewall, name)
+            firewall = make_firewall(
+                config.firewall, self.backend.name if self.backend else "ipset"
+            )
         self.firewall = firewall
         self.loader = loader
         self.use_control = control
         self.pipeline: PipelineLike | None = None
         self.control: ControlServer | None = None
+        self.metrics: MetricsServer | None = None
+        self.pidfile = pidfile
         self.sel = selectors.EpollSelector()
         self.counters = {"reconciled": 0}
         self.started = time.time()
@@ -78,11 +108,22 @@ class Daemon:
         self._recheck_wanted = False
         self._next_recheck = 0.0
         self._firewall_on = False
+        self.lock = InstanceLock(
+            config.nflog_group, config.control_socket if control else None, prefix=lock_prefix
+        )
+        self._locked = False
+        self._resource_log_t = 0.0
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
-        """Sets, rules, the pipeline, the control socket. Raises DaemonError/OSError."""
+        """Claims, sets, rules, the pipeline, the control socket. Raises DaemonError/OSError.
+
+        A daemon refused here has touched nothing: no set, rule or socket file.
+        """
         cfg = self.config
+        self.lock.acquire()  # DaemonError if another daemon has the group or socket
+        self._locked = True
+        others = self.lock.others()
         if self.backend is not None:
             log.info("sets and rules: %s (%s)", self.backend.name, self.backend.why)
         plan = self.core.plan(cfg)
@@ -94,18 +135,28 @@ class Daemon:
             log.info("%s", line)
         if cfg.firewall.manage_rules:
             self._firewall_on = True
+            if others:
+                log.warning(
+                    "other hrneo daemons run in this network namespace (%s): rules left "
+                    "by an earlier run are not cleaned",
+                    ", ".join(others),
+                )
             try:
-                self.firewall.start(cfg)
+                self.firewall.start(cfg, clean_stale=not others)
             except FirewallError as e:
                 self.firewall.stop()
                 self._firewall_on = False
                 raise DaemonError(str(e)) from None
         self.pipeline = self.core.pipeline(plan, cfg)
         self.pipeline.set_verbose(log.isEnabledFor(logging.DEBUG))
+        self._guard(cfg)
         self._log_notes()
         if self.use_control:
+            # Last, so the socket appearing means "reading answers" to scripts and
+            # tests; under the claim, a stale socket file can be removed safely.
             self.control = ControlServer(cfg.control_socket, self.command)
             self.control.register(self.sel)
+        self._serve_metrics(cfg.metrics_listen)
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         log.info(
             "hrneo running: nflog group %d, %d policies, %d domains, control socket %s",
@@ -124,8 +175,29 @@ class Daemon:
                 log.error("%s", line)
             first = e.errors[0] if e.errors else str(e)
             return self._reloaded(now, False, f"new config rejected, keeping the old one: {first}")
+        except Exception as e:  # a loader bug must not take the running config with it
+            log.exception("reading the new config failed")
+            return self._reloaded(now, False, f"new config rejected, keeping the old one: {e!r}")
         for w in warnings:
             log.warning("%s", w)
+        claim = None
+        if self._locked and cfg.nflog_group != self.config.nflog_group:
+            # A new group is claimed as at start: another daemon's is never taken over.
+            claim = InstanceLock(cfg.nflog_group, None, prefix=self.lock.prefix)
+            try:
+                claim.acquire()
+            except DaemonError as e:
+                return self._reloaded(now, False, f"new config rejected, keeping the old one: {e}")
+        try:
+            ok = self._apply_reload(now, cfg)
+        finally:
+            if claim is not None:
+                if self.config is cfg:
+                    self.lock.take_group(claim)
+                claim.release()
+        return ok
+
+    def _apply_reload(self, now: float, cfg: Config) -> bool:
         try:
             plan = self.core.plan(cfg)
             notes = plan.prepare()
@@ -146,6 +218,7 @@ class Daemon:
         if self.pipeline is not None:
             # Between two wake-ups: no answer is half in each plan.
             self.pipeline.swap_plan(plan)
+            self._guard(cfg)
             if cfg.nflog_group != old.nflog_group:
                 self.pipeline.swap_source(cfg.nflog_group)
                 log.info("now reading nflog group %d", cfg.nflog_group)
@@ -153,8 +226,12 @@ class Daemon:
             log.warning("control_socket change takes effect at the next restart")
         if cfg.conntrack_events != old.conntrack_events:
             log.warning("conntrack_events change takes effect at the next restart")
+        if cfg.log != old.log:
+            log.warning("log change takes effect at the next restart")
         if cfg.backend != old.backend:
             log.warning("backend change takes effect at the next restart")
+        if cfg.metrics_listen != old.metrics_listen:
+            self._serve_metrics(cfg.metrics_listen)
         self.config = cfg
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         return self._reloaded(
@@ -166,23 +243,59 @@ class Daemon:
         self.last_reload = {"time": when, "ok": ok, "message": message}
         return ok
 
+    def _serve_metrics(self, listen: tuple[str, int] | None) -> None:
+        """(Re)open the Prometheus endpoint. A failure is logged, not fatal: routing
+        matters more than its counters."""
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if listen is None:
+            return
+        from hrneo.metrics import MetricsServer
+
+        try:
+            self.metrics = MetricsServer(*listen, self._metrics_page)
+        except OSError as e:
+            log.error("metrics_listen %s:%d: %s; not serving metrics", *listen, e.strerror or e)
+            return
+        self.metrics.register(self.sel)
+        log.info("metrics on http://%s/metrics", self.metrics.address)
+
+    def _metrics_page(self) -> tuple[str, str]:
+        from hrneo.status import PROMETHEUS_CONTENT_TYPE, format_prometheus
+
+        return PROMETHEUS_CONTENT_TYPE, format_prometheus(dict(self.status()))
+
     # -- the periodic check ------------------------------------------------------
+    def _guard(self, cfg: Config) -> None:
+        """Tell the pipeline which sources count and which addresses never go in."""
+        if self.pipeline is None:
+            return
+        from hrneo.protect import protected_networks  # runs `ip`: not for library users
+
+        self.pipeline.set_trusted(list(cfg.trusted_resolvers))
+        nets = protected_networks(cfg, prefix=self.firewall.prefix, runner=self.firewall.run)
+        self.pipeline.set_protected(nets)
+
     def recheck(self) -> int:
-        """Put back what vanished: rules and routes (firmware rewrote netfilter),
-        sets (destroyed) and their static entries (flushed). Returns the firewall
-        items re-installed."""
+        """Put back what vanished: sets (destroyed) and their static entries
+        (flushed), then rules and routes (firmware rewrote netfilter). Returns
+        the firewall items re-installed."""
         fixed = 0
-        # Sets first: the rules match on them (an nftables rule cannot be added
-        # before its set, an iptables `-m set` rule neither).
+        # Sets first: a MARK rule cannot go back in before its set exists.
         if self.pipeline is not None:
             try:
                 for line in self.pipeline.prepare():
-                    log.debug("%s", line)
+                    # INFO only when something had to be put back (a set, statics).
+                    level = logging.INFO if _RESTORED_RE.search(line) else logging.DEBUG
+                    log.log(level, "%s", line)
             except (OSError, ValueError) as e:
                 log.error("check of the sets: %s", e)
         if self._firewall_on:
             fixed = self.firewall.reconcile()
             self.counters["reconciled"] += fixed
+        # DHCP and tunnels change the router's addresses and gateways.
+        self._guard(self.config)
         self._next_recheck = time.monotonic() + self.config.firewall.recheck_interval
         return fixed
 
@@ -205,6 +318,7 @@ class Daemon:
         capture = ps["capture"] if ps else {"packets": 0, "dropped": 0, "enobufs": 0,
                                              "datagrams": 0, "malformed": 0}  # fmt: skip
         ct = ps["conntrack"] if ps else None
+        tcp = ps["tcp"] if ps else cast(TcpStats, dict.fromkeys(TcpStats.__annotations__, 0))
 
         def count(key: str) -> int:
             return int(cast(dict[str, Any], ps).get(key, 0)) if ps else 0
@@ -214,16 +328,14 @@ class Daemon:
         nft = self.backend is not None and self.backend.name == "nftables"
         for p in self.config.policies:
             c = by_name.get(p.name)
+            zero = dict.fromkeys(PolicyCounters.__annotations__, 0)
             # The sets the addresses go to: with nftables, `family#table#set`.
             sets = (p.nft_set4, p.nft_set6) if nft else (p.ipset, p.ipset6)
-            policies.append({
+            entry = {
+                **zero, **(c or {}),
                 "name": p.name, "ipset": sets[0], "ipset6": sets[1], "domains": p.domain_count,
-                "matched": c["matched"] if c else 0, "added": c["added"] if c else 0,
-                "new": c["new"] if c else 0, "refreshed": c["refreshed"] if c else 0,
-                "flushed": c["flushed"] if c else 0, "errors": c["errors"] if c else 0,
-                "v6_dropped": c["v6_dropped"] if c else 0,
-                "hint_addresses": c["hint_addresses"] if c else 0,
-            })  # fmt: skip
+            }  # fmt: skip
+            policies.append(cast(PolicyStatus, entry))
         return {
             "pid": os.getpid(),
             "config": self.config.path,
@@ -236,6 +348,7 @@ class Daemon:
             "queries_ignored": count("queries_ignored"),
             "rcode_skipped": count("rcode_skipped"),
             "unwatched": count("unwatched"),
+            "untrusted": count("untrusted"),
             "malformed": count("malformed") + capture["malformed"],
             "dropped": capture["dropped"],
             "commit_errors": count("commit_errors"),
@@ -247,12 +360,15 @@ class Daemon:
             # 0 once every conntrack flush handed to the core's thread so far has run.
             "flush_pending": ct["pending"] if ct else 0,
             "capture": capture,
+            "tcp": tcp,
             "conntrack": ct,
             "last_reload": self.last_reload,
             "firewall": {
                 "managed": self._firewall_on,
                 "items": len(self.firewall.items),
                 "missing": sorted(self.firewall.describe(i) for i in self.firewall.missing),
+                "verify_answers": self.config.firewall.verify_answers,
+                "unverified": sorted(self.firewall.unverified),
             },
             "policies": policies,
         }
@@ -325,6 +441,8 @@ class Daemon:
             self._summary()
         if self.control is not None:
             self.control.expire()
+        if self.metrics is not None:
+            self.metrics.expire()
         self._update_rate()
 
     def stop(self) -> None:
@@ -340,7 +458,16 @@ class Daemon:
         if self.control is not None:
             self.control.close()
             self.control = None
-        log.info("hrneo stopped")
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
+        if self.pidfile:
+            remove_pidfile(self.pidfile)
+        if self._locked:
+            # Last: until the rules are out, no other daemon may take over.
+            self.lock.release()
+            self._locked = False
+            log.info("hrneo stopped")
 
     def run(self) -> int:
         """Start, loop until SIGTERM/SIGINT, stop. Returns the exit code."""
@@ -357,8 +484,16 @@ class Daemon:
         try:
             self.sel.register(rfd, selectors.EVENT_READ, lambda: self._on_wakeup(rfd))
             self.start()
+            if self.pidfile:
+                # Written once everything is up: the init scripts wait for it.
+                write_pidfile(self.pidfile)
             while not self._stopping:
-                self.step()
+                try:
+                    self.step()
+                except OSError as e:
+                    if e.errno not in RESOURCE_ERRNOS:
+                        raise
+                    self._out_of_resources(e)
         finally:
             self.stop()
             signal.set_wakeup_fd(old_fd)
@@ -369,6 +504,14 @@ class Daemon:
             os.close(rfd)
             os.close(wfd)
         return 0
+
+    def _out_of_resources(self, e: OSError) -> None:
+        """Log (at most every 10 s) and rest a moment: the next turn may have them."""
+        now = time.monotonic()
+        if now - self._resource_log_t >= 10.0:
+            self._resource_log_t = now
+            log.error("%s: carrying on (a loop turn was cut short)", e)
+        time.sleep(RESOURCE_BACKOFF)
 
     def _on_wakeup(self, rfd: int) -> None:
         try:

@@ -107,6 +107,11 @@ def normalize_domain(raw: str) -> tuple[str, str | None]:
             name = name.encode("idna").decode("ascii")
         except UnicodeError as e:
             raise ValueError(f"invalid international domain {raw!r}: {e}") from None
+        except LookupError:  # the idna codec needs unicodedata (OpenWrt: python3-codecs)
+            raise ValueError(
+                f"international domain {raw!r}: this Python has no IDNA codec (install "
+                "python3-codecs), or write the name in punycode (xn--...)"
+            ) from None
     if len(name) > 253:
         raise ValueError(f"domain {raw!r} is longer than 253 characters")
     if _NAME_RE.match(name) and (len(name) <= 63 or max(map(len, name.split("."))) <= 63):

@@ -20,7 +20,7 @@ import logging
 import re
 import subprocess
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -36,8 +36,10 @@ log = logging.getLogger(__name__)
 TABLE = f"inet {HRNEO_TABLE}"
 ScriptRunner = Callable[[Sequence[str], str], "subprocess.CompletedProcess[str]"]
 
-# Every base chain hrneo may own: (name, type, hook, priority). A chain the
-# config does not want is deleted by the same transaction that installs the rest.
+# Every base chain a daemon may own: (name, type, hook, priority), its name
+# prefixed with `g<nflog group>_`, as several daemons (one per group) may share
+# the table. A chain the config does not want is deleted by the same
+# transaction that installs the rest.
 CAPTURE_CHAINS = {
     hook: (f"dns_{hook}", "filter", hook, "filter + 10")
     for hook in ("output", "forward", "input", "prerouting", "postrouting")
@@ -47,6 +49,12 @@ MARK_CHAINS = (
     ("mark_output", "route", "output", "mangle"),
 )
 ALL_CHAINS = (*CAPTURE_CHAINS.values(), *MARK_CHAINS)
+_OWNED_RE = re.compile(r"^g(\d+)_(?:dns|mark)_[a-z]+$")
+
+
+def chain_name(group: int, base: str) -> str:
+    """The name of a daemon's chain in `inet hrneo`."""
+    return f"g{group}_{base}"
 
 
 @dataclass(frozen=True)
@@ -95,13 +103,16 @@ def desired_rules(cfg: Config) -> list[NftRule]:
     fw = cfg.firewall
     only4 = "" if fw.ipv6 else "meta nfproto ipv4 "
     verify = "ct state established ct direction reply " if fw.verify_answers else ""
-    verdict = capture_verdict(cfg.nflog_group)
+    # The hold mode (issue 8) adds `capture`/`nfqueue_num` to the config.
+    mode = str(getattr(cfg, "capture", "nflog"))
+    verdict = capture_verdict(cfg.nflog_group, mode, int(getattr(cfg, "nfqueue_num", 100)))
+    group = cfg.nflog_group
     rules: list[NftRule] = []
     for chain in fw.dns_chains:
         hook = CAPTURE_CHAINS.get(chain.lower())
         if hook is None:
             raise FirewallError(f"dns_chains: {chain!r} is no nftables hook")
-        name = hook[0]
+        name = chain_name(group, hook[0])
         for proto in ("udp", "tcp"):
             text = f"{only4}{proto} sport 53 {verify}{verdict}"
             rules.append(NftRule(name, f"{COMMENT_PREFIX}dns-{proto}", text, essential=True))
@@ -118,16 +129,18 @@ def desired_rules(cfg: Config) -> list[NftRule]:
             match = f"{'ip' if family == 4 else 'ip6'} daddr @{setname}"
             for chain, *_ in MARK_CHAINS:
                 tag = f"{COMMENT_PREFIX}{pol.name}:{family}"
-                rules.append(NftRule(chain, tag, f"{match} {mark}"))
+                rules.append(NftRule(chain_name(group, chain), tag, f"{match} {mark}"))
     return rules
 
 
-def ruleset_script(rules: Sequence[NftRule]) -> str:
-    """One transaction: every hrneo chain flushed; wanted ones get their rules,
-    the others are deleted (`add` first, so a missing one is no error)."""
+def ruleset_script(rules: Sequence[NftRule], groups: Collection[int]) -> str:
+    """One transaction: every chain of the daemons of `groups` flushed; wanted
+    ones get their rules, the others are deleted (`add` first, so a missing one
+    is no error)."""
     wanted = {r.chain for r in rules}
     lines = [f"add table {TABLE}"]
-    for name, ctype, hook, prio in ALL_CHAINS:
+    every = [(chain_name(g, c[0]), *c[1:]) for g in sorted(set(groups)) for c in ALL_CHAINS]
+    for name, ctype, hook, prio in every:
         if name in wanted:
             lines.append(
                 f"add chain {TABLE} {name} "
@@ -150,6 +163,17 @@ def ruleset_script(rules: Sequence[NftRule]) -> str:
 
 _CHAIN_RE = re.compile(r"^\s*chain (\S+) \{")
 _TAG_RE = re.compile(r'comment "(' + re.escape(COMMENT_PREFIX) + r'[^"]*)"')
+
+
+def owned_groups(listing: str) -> set[int]:
+    """The nflog groups of the daemons whose chains `nft -t list table inet hrneo` shows."""
+    found = set()
+    for line in listing.splitlines():
+        m = _CHAIN_RE.match(line)
+        owned = _OWNED_RE.match(m.group(1)) if m else None
+        if owned:
+            found.add(int(owned.group(1)))
+    return found
 
 
 def installed_tags(listing: str) -> Counter[tuple[str, str]]:
@@ -189,6 +213,13 @@ class NftFirewall:
         self.routes = Firewall(fw, prefix=prefix, runner=runner)
         self.rules: list[NftRule] = []  # what we installed (or want)
         self.rules_missing: set[NftRule] = set()
+        self.group: int | None = None  # the nflog group the chains are named after
+        self.unverified: set[int] = set()  # nft's `ct` match is always there: stays empty
+
+    @property
+    def run(self) -> Runner:
+        """Runs one argv (the daemon's other programs, e.g. `ip`, use it too)."""
+        return self.routes.run
 
     # -- what the daemon reads ------------------------------------------------
     @property
@@ -211,8 +242,9 @@ class NftFirewall:
     def _nft(self, script: str) -> subprocess.CompletedProcess[str]:
         return self.run_script([*self.prefix, self.fw.nft, "-f", "-"], script)
 
-    def _install_rules(self, rules: list[NftRule]) -> None:
-        proc = self._nft(ruleset_script(rules))
+    def _install_rules(self, rules: list[NftRule], also: Collection[int] = ()) -> None:
+        groups = {*also, *([self.group] if self.group is not None else [])}
+        proc = self._nft(ruleset_script(rules, groups))
         if proc.returncode != 0:
             self.rules_missing = set(rules)
             raise FirewallError(
@@ -226,21 +258,33 @@ class NftFirewall:
         return out.stdout if out.returncode == 0 else None
 
     # -- whole configs ---------------------------------------------------------
-    def start(self, cfg: Config) -> None:
-        """Remove `ip rule`s a crashed run left, then install everything `cfg` needs
-        (the transaction replaces whatever rules the table held)."""
+    def start(self, cfg: Config, *, clean_stale: bool = True) -> None:
+        """Remove what a crashed run left (unless `clean_stale` is False: another
+        live hrneo daemon may own it): its chains, of any group, and its `ip rule`s;
+        then install everything `cfg` needs in one transaction."""
         self.fw = cfg.firewall
         self.routes.fw = cfg.firewall
-        prios = [p.route.priority for p in cfg.policies if p.route]
-        if self.routes.cleanup_stale_ip_rules(prios):
-            log.warning("removed stale hrneo ip rules left by an earlier run")
-        self.apply(cfg)
+        stale: set[int] = set()
+        if clean_stale:
+            prios = [p.route.priority for p in cfg.policies if p.route]
+            if self.routes.cleanup_stale_ip_rules(prios):
+                log.warning("removed stale hrneo ip rules left by an earlier run")
+            stale = owned_groups(self._listing() or "") - {cfg.nflog_group}
+            if stale:
+                log.warning("removing the nftables chains of an earlier run (groups %s)", stale)
+        self._apply(cfg, stale)
 
     def apply(self, cfg: Config) -> None:
-        """Make the installed rules, ip rules and routes those of `cfg` (start, reload)."""
+        """Make the installed rules, ip rules and routes those of `cfg` (start, reload;
+        a new nflog group renames the chains in the same transaction)."""
+        self._apply(cfg, ())
+
+    def _apply(self, cfg: Config, also: Collection[int]) -> None:
         self.fw = cfg.firewall
+        old = self.group
+        self.group = cfg.nflog_group
         self.rules = desired_rules(cfg)
-        self._install_rules(self.rules)
+        self._install_rules(self.rules, {*also, *([old] if old is not None else [])})
         self.routes.apply_items(cfg.firewall, route_items(cfg))
 
     def reconcile(self) -> int:
@@ -264,10 +308,11 @@ class NftFirewall:
 
     def stop(self) -> None:
         """Remove the chains and routes (the sets stay: the kernel keeps what was learned)."""
-        if self.rules:
-            proc = self._nft(ruleset_script([]))
+        if self.group is not None:
+            proc = self._nft(ruleset_script([], [self.group]))
             if proc.returncode != 0:
                 log.error("cannot remove the nftables rules: %s", proc.stderr.strip())
         self.rules = []
         self.rules_missing.clear()
+        self.group = None
         self.routes.stop()

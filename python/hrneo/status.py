@@ -3,6 +3,7 @@ the human table of them."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, TypedDict
 
@@ -17,6 +18,16 @@ class CaptureStats(TypedDict):
     malformed: int
 
 
+class TcpStats(TypedDict):
+    """DNS over TCP put back together from its segments."""
+
+    reassembled: int  # messages that spanned more than one segment
+    flows: int  # connections followed now
+    gaps: int  # segments that never arrived: the rest of that connection is not read
+    unfinished: int  # messages never completed (connection closed, idle, or over a cap)
+    dropped_bytes: int
+
+
 class PolicyCounters(TypedDict):
     """One policy's counters (kept by name across reloads)."""
 
@@ -28,6 +39,9 @@ class PolicyCounters(TypedDict):
     errors: int
     v6_dropped: int
     hint_addresses: int
+    protected: int  # addresses left out: the router needs them, or they route nowhere
+    set_full: int  # commits that found the set full
+    not_added: int  # addresses a failed commit did not put in
 
 
 class ConntrackStats(TypedDict):
@@ -50,6 +64,7 @@ class PipelineStats(TypedDict):
     queries_ignored: int
     rcode_skipped: int
     unwatched: int
+    untrusted: int  # answers from a source that is not a trusted resolver
     malformed: int
     incomplete: int
     non_dns: int
@@ -58,6 +73,7 @@ class PipelineStats(TypedDict):
     read_errors: int
     wakeups: int
     capture: CaptureStats
+    tcp: TcpStats
     policies: dict[str, PolicyCounters]
     conntrack: ConntrackStats | None
 
@@ -76,6 +92,8 @@ class FirewallStatus(TypedDict):
     managed: bool
     items: int
     missing: list[str]
+    verify_answers: bool  # the config's firewall.verify_answers
+    unverified: list[int]  # IP versions whose iptables lacks the conntrack match
 
 
 class PolicyStatus(PolicyCounters):
@@ -101,6 +119,7 @@ class DaemonStatus(TypedDict):
     queries_ignored: int
     rcode_skipped: int
     unwatched: int
+    untrusted: int
     malformed: int
     dropped: int
     commit_errors: int
@@ -111,6 +130,7 @@ class DaemonStatus(TypedDict):
     reconciled: int
     flush_pending: int
     capture: CaptureStats
+    tcp: TcpStats
     conntrack: ConntrackStats | None
     last_reload: ReloadInfo | None
     firewall: FirewallStatus
@@ -143,6 +163,12 @@ def format_status(st: dict[str, Any]) -> str:
             f"  flush errors {st.get('flush_errors', 0)}  race misses {st.get('race_misses', 0)}"
         ),
     ]
+    tcp = st.get("tcp") or {}
+    if tcp.get("reassembled") or tcp.get("gaps") or tcp.get("dropped_bytes"):
+        lines.append(
+            f"dns over tcp: {tcp.get('reassembled', 0)} reassembled  {tcp.get('gaps', 0)} gaps"
+            f"  {tcp.get('dropped_bytes', 0)} bytes dropped  {tcp.get('flows', 0)} connections"
+        )
     rl = st.get("last_reload")
     if rl:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(rl.get("time", 0))))
@@ -154,6 +180,9 @@ def format_status(st: dict[str, Any]) -> str:
     fw = st.get("firewall") or {}
     if fw.get("missing"):
         lines.append("missing rules/routes (retried): " + "; ".join(fw["missing"]))
+    if fw.get("unverified"):
+        versions = ", ".join(f"IPv{v}" for v in fw["unverified"])
+        lines.append(f"answers NOT verified ({versions}: iptables has no conntrack match)")
     head = ("policy", "sets", "domains", "matched", "added", "new", "flushed", "errors")
     rows = [head]
     for p in st.get("policies", []):
@@ -172,3 +201,119 @@ def format_status(st: dict[str, Any]) -> str:
             ).rstrip()
         )
     return "\n".join(lines)
+
+
+# -- Prometheus text exposition (format 0.0.4) ----------------------------------
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# (status key, metric name, type, help): the daemon-wide numbers.
+_GLOBAL_METRICS = (
+    ("events", "hrneo_dns_messages_total", "counter", "DNS messages decoded (answers and queries)."),
+    ("answers", "hrneo_answers_total", "counter", "DNS answers seen."),
+    ("queries_ignored", "hrneo_queries_ignored_total", "counter", "DNS queries ignored."),
+    ("rcode_skipped", "hrneo_rcode_skipped_total", "counter", "Answers skipped: rcode not 0."),
+    ("unwatched", "hrneo_unwatched_total", "counter", "Answers matching no policy."),
+    ("untrusted", "hrneo_untrusted_total", "counter",
+     "Answers not read: their source is not a trusted resolver."),
+    ("malformed", "hrneo_malformed_total", "counter", "Packets that were not valid DNS."),
+    ("dropped", "hrneo_capture_dropped_total", "counter",
+     "Packets the kernel logged but could not deliver (socket buffer full)."),
+    ("commit_errors", "hrneo_commit_errors_total", "counter", "Set updates that failed."),
+    ("flushed", "hrneo_conntrack_flushed_total", "counter", "Conntrack entries deleted."),
+    ("flush_errors", "hrneo_conntrack_flush_errors_total", "counter",
+     "Conntrack flushes that failed."),
+    ("race_misses", "hrneo_race_misses_total", "counter",
+     "New addresses that already had connections to flush."),
+    ("read_errors", "hrneo_read_errors_total", "counter", "Errors reading the capture socket."),
+    ("tcp.reassembled", "hrneo_tcp_reassembled_total", "counter",
+     "DNS-over-TCP messages put back together from several segments."),
+    ("tcp.gaps", "hrneo_tcp_gaps_total", "counter",
+     "DNS-over-TCP segments never seen: the rest of that connection was not read."),
+    ("tcp.dropped_bytes", "hrneo_tcp_dropped_bytes_total", "counter",
+     "DNS-over-TCP bytes not read (after a gap, or over the memory caps)."),
+    ("reconciled", "hrneo_reinstalled_total", "counter",
+     "Rules and routes put back after they vanished."),
+    ("uptime", "hrneo_uptime_seconds", "gauge", "Seconds since the daemon started."),
+    ("events_per_s", "hrneo_dns_messages_per_second", "gauge",
+     "DNS messages per second over the last few seconds."),
+    ("flush_pending", "hrneo_conntrack_flush_pending", "gauge",
+     "Conntrack flushes handed to the core's thread and not done yet."),
+)  # fmt: skip
+
+# (policy key, metric suffix, help): one series per policy, label `policy`.
+_POLICY_METRICS = (
+    ("matched", "answers_matched_total", "Answers that matched the policy."),
+    ("added", "addresses_added_total", "Addresses written to the policy's sets."),
+    ("new", "addresses_new_total", "Addresses that were new to the policy's sets."),
+    ("refreshed", "addresses_refreshed_total", "Addresses already in the set (timeout renewed)."),
+    ("flushed", "conntrack_flushed_total", "Conntrack entries deleted for the policy."),
+    ("errors", "errors_total", "Set updates of the policy that failed."),
+    ("v6_dropped", "ipv6_dropped_total", "IPv6 addresses dropped: the policy has no ipset6."),
+    ("hint_addresses", "hint_addresses_total", "Addresses taken from SVCB/HTTPS hints."),
+)
+
+
+def _escape_label(value: object) -> str:
+    # The exposition format's three escapes; anything else goes through as UTF-8.
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "NaN"
+    return repr(f) if math.isfinite(f) else "NaN"
+
+
+def _lookup(st: dict[str, Any], key: str) -> object:
+    """`st[key]`, following dots into nested dicts; 0 when absent (older daemons)."""
+    value: object = st
+    for part in key.split("."):
+        value = value.get(part, 0) if isinstance(value, dict) else 0
+    return value
+
+
+def format_prometheus(st: dict[str, Any]) -> str:
+    """`st` (a status reply) as Prometheus text exposition, one family per metric
+    with its HELP and TYPE lines; per-policy series carry `policy` and `ipset` labels."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, text: str) -> None:
+        out.append(f"# HELP {name} {text}")
+        out.append(f"# TYPE {name} {kind}")
+
+    for key, name, kind, text in _GLOBAL_METRICS:
+        family(name, kind, text)
+        out.append(f"{name} {_number(_lookup(st, key))}")
+    family("hrneo_info", "gauge", "The running daemon: 1, with its pid and config in labels.")
+    out.append(
+        f'hrneo_info{{pid="{_escape_label(st.get("pid", ""))}",'
+        f'config="{_escape_label(st.get("config", ""))}"}} 1'
+    )
+    rl = st.get("last_reload")
+    family("hrneo_last_reload_success", "gauge", "1 if the last reload was applied, 0 if refused.")
+    out.append(f"hrneo_last_reload_success {_number(bool(rl.get('ok'))) if rl else 'NaN'}")
+    fw = st.get("firewall") or {}
+    family("hrneo_firewall_missing", "gauge", "Rules and routes found missing (being retried).")
+    out.append(f"hrneo_firewall_missing {len(fw.get('missing') or [])}")
+    policies = [p for p in st.get("policies") or [] if isinstance(p, dict)]
+    family("hrneo_policy_domains", "gauge", "Domains on the policy's watchlist.")
+    for p in policies:
+        out.append(f"hrneo_policy_domains{{{_policy_labels(p)}}} {_number(p.get('domains', 0))}")
+    for key, suffix, text in _POLICY_METRICS:
+        family(f"hrneo_policy_{suffix}", "counter", text)
+        for p in policies:
+            out.append(f"hrneo_policy_{suffix}{{{_policy_labels(p)}}} {_number(p.get(key, 0))}")
+    return "\n".join(out) + "\n"
+
+
+def _policy_labels(p: dict[str, Any]) -> str:
+    return (
+        f'policy="{_escape_label(p.get("name", ""))}",ipset="{_escape_label(p.get("ipset", ""))}"'
+    )

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::{CaptureStats, NflogConfig, NflogReader, PacketSource};
-use crate::dns::{DnsEvent, ParseStats};
+use crate::dns::{DnsEvent, ParseStats, TcpStats, TcpStreams};
 use crate::error::Result;
 
 /// How many datagrams one `drain` reads at most, so a flood of non-DNS
@@ -17,6 +17,7 @@ pub struct DnsEventReader {
     reader: NflogReader,
     pending: VecDeque<DnsEvent>,
     parsed: ParseStats,
+    streams: TcpStreams,
     scratch: Vec<DnsEvent>,
 }
 
@@ -27,6 +28,7 @@ impl DnsEventReader {
             reader: NflogReader::open(cfg)?,
             pending: VecDeque::new(),
             parsed: ParseStats::default(),
+            streams: TcpStreams::new(),
             scratch: Vec::new(),
         })
     }
@@ -41,9 +43,9 @@ impl DnsEventReader {
         self.reader.group()
     }
 
-    /// Counters of the socket and of the parser.
-    pub fn stats(&self) -> (CaptureStats, ParseStats) {
-        (self.reader.stats(), self.parsed)
+    /// Counters of the socket, of the parser and of DNS-over-TCP reassembly.
+    pub fn stats(&self) -> (CaptureStats, ParseStats, TcpStats) {
+        (self.reader.stats(), self.parsed, self.streams.stats)
     }
 
     /// Wait until a datagram is queued (or events are pending). `None` waits forever.
@@ -68,8 +70,12 @@ impl DnsEventReader {
         }
         let mut reads = 0;
         while out.len() < max_events && reads < MAX_DATAGRAMS_PER_DRAIN {
-            let (parsed, scratch) = (&mut self.parsed, &mut self.scratch);
-            if self.reader.drain(1, &mut |c| parsed.parse_into(c.payload, scratch))? == 0 {
+            let (parsed, streams, scratch) =
+                (&mut self.parsed, &mut self.streams, &mut self.scratch);
+            let now = std::time::Instant::now();
+            let mut on_packet =
+                |c: crate::Captured<'_>| parsed.parse_stream(c.payload, streams, now, scratch);
+            if self.reader.drain(1, &mut on_packet)? == 0 {
                 break;
             }
             reads += 1;

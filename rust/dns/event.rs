@@ -4,12 +4,14 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::time::Instant;
 
 use hickory_proto::rr::{RData, RecordType};
 
 use super::decode::{decode, Chain, Decoded};
 use super::name::name_text;
 use super::packet::{self, Skip, Transport};
+use super::tcp::TcpStreams;
 
 /// One answer record reachable from the question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +190,37 @@ impl ParseStats {
             }
             Err(skip) => self.count_skip(skip),
         }
+    }
+
+    /// `parse_into`, with DNS over TCP read through `streams`: a message split
+    /// over several segments is parsed once its last segment arrived.
+    pub fn parse_stream(
+        &mut self,
+        packet: &[u8],
+        streams: &mut TcpStreams,
+        now: Instant,
+        out: &mut Vec<DnsEvent>,
+    ) {
+        let seg = match packet::parse_ip(packet) {
+            Ok(s) if s.transport == Transport::Tcp => s,
+            Ok(_) => return self.parse_into(packet, out),
+            Err(skip) => return self.count_skip(skip),
+        };
+        if seg.payload.is_empty() {
+            self.count_skip(Skip::NonDns); // a bare FIN or RST
+        }
+        streams.feed(&seg, now, &mut |raw| match parse_message(raw) {
+            Ok(m) => {
+                self.dns += 1;
+                if m.is_response {
+                    self.responses += 1;
+                } else {
+                    self.queries += 1;
+                }
+                out.push(event(&seg, m));
+            }
+            Err(skip) => self.count_skip(skip),
+        });
     }
 
     /// Count a packet that yielded no message.

@@ -16,6 +16,8 @@ const IPPROTO_NONE: u8 = 59;
 const IPPROTO_DSTOPTS: u8 = 60;
 
 const DNS_PORT: u16 = 53;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
 /// More IPv6 extension headers than this is hostile, not real traffic.
 const MAX_EXT_HEADERS: usize = 8;
 
@@ -64,6 +66,10 @@ pub struct Segment<'a> {
     pub dport: u16,
     /// UDP or TCP.
     pub transport: Transport,
+    /// TCP: the sequence number of the payload's first byte (0 for UDP).
+    pub seq: u32,
+    /// TCP: FIN or RST, the sender is done (the payload may be empty then).
+    pub closing: bool,
     /// UDP: the datagram payload. TCP: the segment payload (length-prefixed messages).
     pub payload: &'a [u8],
 }
@@ -75,6 +81,8 @@ impl<'a> Segment<'a> {
     pub fn dns_messages(&self) -> Result<DnsMessages<'a>, Skip> {
         match self.transport {
             Transport::Udp => Ok(DnsMessages { rest: self.payload, tcp: false }),
+            // A bare FIN or RST ends a connection: no DNS in it.
+            Transport::Tcp if self.payload.is_empty() => Err(Skip::NonDns),
             Transport::Tcp => {
                 let first = tcp_message(self.payload).ok_or(Skip::Incomplete)?;
                 if first.is_empty() {
@@ -250,7 +258,8 @@ fn transport(
             if payload.is_empty() {
                 return Err(Skip::Malformed("empty UDP payload on port 53"));
             }
-            Ok(Segment { src, dst, sport, dport, transport: Transport::Udp, payload })
+            let transport = Transport::Udp;
+            Ok(Segment { src, dst, sport, dport, transport, seq: 0, closing: false, payload })
         }
         IPPROTO_TCP => {
             let hdr = body.get(..20).ok_or(if cut {
@@ -268,12 +277,15 @@ fn transport(
                 return Err(Skip::Malformed("TCP data offset below 5"));
             }
             let payload = body.get(doff..).ok_or(Skip::Malformed("TCP options truncated"))?;
-            if payload.is_empty() {
-                // SYN, ACK, FIN: part of a DNS connection, but no DNS in it.
+            let closing = hdr[13] & (TCP_FIN | TCP_RST) != 0;
+            if payload.is_empty() && !closing {
+                // SYN, ACK: part of a DNS connection, but no DNS in it.
                 return Err(Skip::NonDns);
             }
+            let seq = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
             // A cut TCP payload may still hold whole messages: dns_messages decides.
-            Ok(Segment { src, dst, sport, dport, transport: Transport::Tcp, payload })
+            let transport = Transport::Tcp;
+            Ok(Segment { src, dst, sport, dport, transport, seq, closing, payload })
         }
         _ => Err(Skip::NonDns),
     }

@@ -44,6 +44,14 @@ impl Entry {
         Entry { addr, prefix: None }
     }
 
+    /// Whether `ip` is this address, or inside this network.
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match self.prefix {
+            None => self.addr == *ip,
+            Some(p) => ip.is_ipv6() == self.is_ipv6() && mask(*ip, p) == self.addr,
+        }
+    }
+
     /// Whether this is an IPv6 element.
     pub fn is_ipv6(&self) -> bool {
         self.addr.is_ipv6()

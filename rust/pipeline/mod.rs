@@ -8,16 +8,22 @@
 //! overload the kernel's socket buffer overflows and the source counts the drops.
 
 mod flush;
+mod guard;
 mod nftwriter;
 mod notes;
 mod plan;
+mod read;
 mod stats;
 
 pub use flush::{FlushTotals, FlushWorker, Flusher};
+pub use guard::Guard;
 pub use nftwriter::NftWriter;
 pub use notes::{Level, Notes};
 pub use plan::{IpsetWriter, Plan, PolicySpec, Prepared, SetWriter};
 pub use stats::{Counters, PolicyCounters};
+
+use read::{handle_packet, Ctx, Pending, Scratch};
+use stats::PolicyBook;
 
 use std::collections::HashSet;
 use std::io;
@@ -25,12 +31,14 @@ use std::os::unix::io::RawFd;
 use std::time::{Duration, Instant};
 
 use crate::capture::{CaptureStats, Captured, PacketSource};
-use crate::dns::decode::{decode, Chain};
-use crate::dns::name::{match_key, name_text};
-use crate::dns::packet::{self, Skip};
+use crate::dns::{TcpStats, TcpStreams};
 use crate::error::{Error, Result};
+use crate::ipset::consts::IPSET_ERR_HASH_FULL;
 use crate::ipset::Entry;
 use crate::sys::poll_readable;
+
+/// A set's commit errors are logged at most this often (each is counted).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Datagrams read per wake-up at most, so the caller's descriptor is looked
 /// at between bursts; what is left is read on the next turn at once.
@@ -49,51 +57,6 @@ pub enum Wake {
     Notes,
 }
 
-/// Addresses of one set collected during a wake-up.
-#[derive(Default)]
-struct Pending {
-    entries: Vec<Entry>,
-    seen: HashSet<Entry>,
-    /// With verbose notes: the index in `Scratch::qnames` of the answer that brought each.
-    why: Vec<usize>,
-}
-
-/// Buffers reused from one wake-up to the next.
-#[derive(Default)]
-struct Scratch {
-    keys: Vec<Vec<u8>>,
-    pending: Vec<Pending>,
-    qnames: Vec<String>,
-}
-
-/// Per-policy counters kept by policy name, so they survive a reload.
-#[derive(Default)]
-struct PolicyBook {
-    slots: Vec<(String, PolicyCounters)>,
-    /// Plan policy index -> slot.
-    slot_of: Vec<usize>,
-}
-
-impl PolicyBook {
-    fn attach(&mut self, plan: &Plan) {
-        self.slot_of = plan
-            .policies
-            .iter()
-            .map(|p| match self.slots.iter().position(|(n, _)| *n == p.name) {
-                Some(i) => i,
-                None => {
-                    self.slots.push((p.name.clone(), PolicyCounters::default()));
-                    self.slots.len() - 1
-                }
-            })
-            .collect();
-    }
-
-    fn of(&mut self, policy: usize) -> &mut PolicyCounters {
-        &mut self.slots[self.slot_of[policy]].1
-    }
-}
-
 /// Reader, plan and conntrack thread: the daemon's hot path.
 pub struct Pipeline {
     source: Box<dyn PacketSource>,
@@ -104,6 +67,10 @@ pub struct Pipeline {
     counters: Counters,
     book: PolicyBook,
     scratch: Scratch,
+    guard: Guard,
+    streams: TcpStreams,
+    /// Per set: when its last commit error was logged, and how many since.
+    error_log: Vec<(Option<Instant>, u64)>,
 }
 
 impl Pipeline {
@@ -133,12 +100,26 @@ impl Pipeline {
             counters: Counters::default(),
             book,
             scratch: Scratch::default(),
+            guard: Guard::default(),
+            streams: TcpStreams::new(),
+            error_log: Vec::new(),
         })
     }
 
     /// Queue a DEBUG line per address (new or refreshed), with its question name.
     pub fn set_verbose(&mut self, verbose: bool) {
         self.verbose = verbose;
+    }
+
+    /// Only answers from `nets` count from now on (empty: any source).
+    pub fn set_trusted(&mut self, nets: Vec<Entry>) {
+        self.guard.set_trusted(nets);
+    }
+
+    /// Addresses in `nets` are never added (besides the classes that route
+    /// nowhere, always left out): the router's own, its resolvers and gateways.
+    pub fn set_protected(&mut self, nets: Vec<Entry>) {
+        self.guard.set_protected(nets);
     }
 
     /// Put a new plan in place; the old one is returned (drop it to close its sockets).
@@ -191,12 +172,13 @@ impl Pipeline {
 
     /// Process what is queued now, without waiting; returns the datagrams read.
     pub fn process_queued(&mut self, max_datagrams: usize) -> usize {
-        let Pipeline { source, plan, book, counters, scratch, verbose, .. } = self;
+        let Pipeline { source, plan, book, counters, scratch, verbose, guard, streams, .. } = self;
         if scratch.pending.len() < plan.sets.len() {
             scratch.pending.resize_with(plan.sets.len(), Pending::default);
         }
+        let ctx = Ctx { plan, guard, verbose: *verbose, now: Instant::now() };
         let mut on_packet =
-            |c: Captured<'_>| handle_packet(c.payload, plan, book, counters, scratch, *verbose);
+            |c: Captured<'_>| handle_packet(c.payload, &ctx, book, counters, scratch, streams);
         let read = match source.drain(max_datagrams, &mut on_packet) {
             Ok(n) => n,
             Err(e) => {
@@ -229,6 +211,7 @@ impl Pipeline {
             let stats = self.book.of(policy);
             let Some(c) = committed else {
                 stats.errors += 1;
+                stats.not_added += entries.len() as u64;
                 continue;
             };
             stats.added += entries.len() as u64;
@@ -236,15 +219,19 @@ impl Pipeline {
             stats.refreshed += c.present as u64;
             if let Some(e) = &c.error {
                 stats.errors += 1;
+                let lost = entries.len().saturating_sub(c.new.len() + c.present);
+                stats.not_added += lost as u64;
+                if e.errno() == Some(IPSET_ERR_HASH_FULL) {
+                    // Present entries were still refreshed; only new ones are refused.
+                    stats.set_full += 1;
+                }
                 self.counters.commit_errors += 1;
-                self.notes.push(
-                    Level::Error,
-                    format!(
-                        "set {set_name}: {e}; of {} address(es), {} went in as new",
-                        entries.len(),
-                        c.new.len()
-                    ),
+                let line = format!(
+                    "set {set_name}: {e}; of {} address(es), {} went in as new, {lost} not added",
+                    entries.len(),
+                    c.new.len()
                 );
+                log_limited(&mut self.error_log, si, &self.notes, line);
             }
             if self.verbose {
                 let new: HashSet<&Entry> = c.new.iter().collect();
@@ -332,6 +319,11 @@ impl Pipeline {
         self.source.stats()
     }
 
+    /// Counters of DNS-over-TCP reassembly.
+    pub fn tcp_stats(&self) -> TcpStats {
+        self.streams.stats
+    }
+
     /// Per-policy counters of the policies in the plan, in plan order, by name.
     pub fn policy_counters(&self) -> Vec<(String, PolicyCounters)> {
         let flushed = self.flush.as_ref().map(|w| w.totals().flushed_by_slot).unwrap_or_default();
@@ -377,93 +369,24 @@ impl Pipeline {
     }
 }
 
-/// One IP packet: every DNS message in it.
-fn handle_packet(
-    payload: &[u8],
-    plan: &Plan,
-    book: &mut PolicyBook,
-    counters: &mut Counters,
-    scratch: &mut Scratch,
-    verbose: bool,
-) {
-    let msgs = packet::parse_ip(payload).and_then(|seg| seg.dns_messages());
-    let msgs = match msgs {
-        Ok(m) => m,
-        Err(skip) => return count_skip(counters, skip),
-    };
-    for (i, raw) in msgs.enumerate() {
-        match decode(raw) {
-            Ok(d) => handle_message(&d, plan, book, counters, scratch, verbose),
-            // Later messages of a segment are a bonus; the first decides the verdict.
-            Err(skip) if i == 0 => return count_skip(counters, skip),
-            Err(_) => return,
-        }
+/// Log a commit error of set `si` at most once per `ERROR_LOG_EVERY`, saying
+/// how many were not logged in between: a full set must not flood the log.
+fn log_limited(log: &mut Vec<(Option<Instant>, u64)>, si: usize, notes: &Notes, line: String) {
+    if log.len() <= si {
+        log.resize(si + 1, (None, 0));
     }
-}
-
-fn count_skip(counters: &mut Counters, skip: Skip) {
-    match skip {
-        Skip::Malformed(_) => counters.malformed += 1,
-        Skip::Incomplete => counters.incomplete += 1,
-        Skip::NonDns => counters.non_dns += 1,
-    }
-}
-
-fn handle_message(
-    d: &crate::dns::decode::Decoded,
-    plan: &Plan,
-    book: &mut PolicyBook,
-    counters: &mut Counters,
-    scratch: &mut Scratch,
-    verbose: bool,
-) {
-    counters.events += 1;
-    if !d.is_response {
-        // A spoofed query may carry answer records: it must add nothing.
-        counters.queries_ignored += 1;
+    let (last, quiet) = &mut log[si];
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < ERROR_LOG_EVERY) {
+        *quiet += 1;
         return;
     }
-    counters.answers += 1;
-    if d.rcode != 0 {
-        counters.rcode_skipped += 1;
-        return;
-    }
-    let chain = Chain::follow(d);
-    let n = chain.names.len();
-    if scratch.keys.len() < n {
-        scratch.keys.resize_with(n, Vec::new);
-    }
-    for (name, key) in chain.names.iter().zip(&mut scratch.keys) {
-        match_key(name, key);
-    }
-    let Some(hit) = plan.watchlist.best(scratch.keys[..n].iter().map(Vec::as_slice)) else {
-        counters.unwatched += 1;
-        return;
+    let more = match std::mem::take(quiet) {
+        0 => String::new(),
+        n => format!(" ({n} more like it since the last line)"),
     };
-    let policy = usize::from(hit.policy);
-    let stats = book.of(policy);
-    stats.matched += 1;
-    let why = if verbose {
-        scratch.qnames.push(chain.names.first().map(|q| name_text(q)).unwrap_or_default());
-        scratch.qnames.len() - 1
-    } else {
-        0
-    };
-    chain.addresses(|ip, from_hint| match plan.set_for(policy, &ip) {
-        None => stats.v6_dropped += u64::from(ip.is_ipv6()),
-        Some(si) => {
-            stats.hint_addresses += u64::from(from_hint);
-            // process_queued sized `pending` for the plan: always there.
-            let Some(p) = scratch.pending.get_mut(si) else { return };
-            let e = Entry::host(ip);
-            if p.seen.insert(e) {
-                p.entries.push(e);
-                if verbose {
-                    p.why.push(why);
-                }
-            }
-        }
-    });
+    *last = Some(now);
+    notes.push(Level::Error, format!("{line}{more}"));
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The pipeline's counters: of the whole, and of each policy (kept by name
 //! across reloads).
 
+use super::Plan;
+
 /// Counters of one policy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PolicyCounters {
@@ -20,11 +22,17 @@ pub struct PolicyCounters {
     pub v6_dropped: u64,
     /// Addresses that came from SVCB/HTTPS hints.
     pub hint_addresses: u64,
+    /// Addresses left out: the router needs them, or they route nowhere.
+    pub protected: u64,
+    /// Commits that found a set full (maxelem reached).
+    pub set_full: u64,
+    /// Addresses a failed commit did not put into a set.
+    pub not_added: u64,
 }
 
 impl PolicyCounters {
     /// Every counter with its name.
-    pub fn as_pairs(&self) -> [(&'static str, u64); 8] {
+    pub fn as_pairs(&self) -> [(&'static str, u64); 11] {
         [
             ("matched", self.matched),
             ("added", self.added),
@@ -34,6 +42,9 @@ impl PolicyCounters {
             ("errors", self.errors),
             ("v6_dropped", self.v6_dropped),
             ("hint_addresses", self.hint_addresses),
+            ("protected", self.protected),
+            ("set_full", self.set_full),
+            ("not_added", self.not_added),
         ]
     }
 }
@@ -51,6 +62,8 @@ pub struct Counters {
     pub rcode_skipped: u64,
     /// Answers on no watchlist.
     pub unwatched: u64,
+    /// Answers from a source that is not a trusted resolver.
+    pub untrusted: u64,
     /// Packets that were broken, cut short, or not DNS.
     pub malformed: u64,
     /// Packets cut short (first fragments, truncated copies, partial TCP).
@@ -69,13 +82,14 @@ pub struct Counters {
 
 impl Counters {
     /// Every counter with its name.
-    pub fn as_pairs(&self) -> [(&'static str, u64); 12] {
+    pub fn as_pairs(&self) -> [(&'static str, u64); 13] {
         [
             ("events", self.events),
             ("answers", self.answers),
             ("queries_ignored", self.queries_ignored),
             ("rcode_skipped", self.rcode_skipped),
             ("unwatched", self.unwatched),
+            ("untrusted", self.untrusted),
             ("malformed", self.malformed),
             ("incomplete", self.incomplete),
             ("non_dns", self.non_dns),
@@ -84,5 +98,33 @@ impl Counters {
             ("read_errors", self.read_errors),
             ("wakeups", self.wakeups),
         ]
+    }
+}
+
+/// Per-policy counters kept by policy name, so they survive a reload.
+#[derive(Default)]
+pub(super) struct PolicyBook {
+    pub(super) slots: Vec<(String, PolicyCounters)>,
+    /// Plan policy index -> slot.
+    pub(super) slot_of: Vec<usize>,
+}
+
+impl PolicyBook {
+    pub(super) fn attach(&mut self, plan: &Plan) {
+        self.slot_of = plan
+            .policies
+            .iter()
+            .map(|p| match self.slots.iter().position(|(n, _)| *n == p.name) {
+                Some(i) => i,
+                None => {
+                    self.slots.push((p.name.clone(), PolicyCounters::default()));
+                    self.slots.len() - 1
+                }
+            })
+            .collect();
+    }
+
+    pub(super) fn of(&mut self, policy: usize) -> &mut PolicyCounters {
+        &mut self.slots[self.slot_of[policy]].1
     }
 }

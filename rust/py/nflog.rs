@@ -87,9 +87,10 @@ impl PyNflogReader {
     }
 
     /// Counters: packets, dns, responses, queries, malformed, incomplete,
-    /// non_dns, dropped, enobufs, datagrams.
+    /// non_dns, dropped, enobufs, datagrams, and DNS-over-TCP reassembly's
+    /// tcp_reassembled, tcp_flows, tcp_gaps, tcp_unfinished, tcp_dropped_bytes.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (c, p) = self.inner.with(|r| Ok(r.stats()))?;
+        let (c, p, t) = self.inner.with(|r| Ok(r.stats()))?;
         let d = PyDict::new(py);
         for (k, v) in [
             ("packets", c.packets),
@@ -102,6 +103,11 @@ impl PyNflogReader {
             ("dropped", c.dropped),
             ("enobufs", c.enobufs),
             ("datagrams", c.datagrams),
+            ("tcp_reassembled", t.reassembled),
+            ("tcp_flows", t.flows),
+            ("tcp_gaps", t.gaps),
+            ("tcp_unfinished", t.unfinished),
+            ("tcp_dropped_bytes", t.dropped_bytes),
         ] {
             d.set_item(k, v)?;
         }

@@ -205,6 +205,25 @@ impl PyPipeline {
         self.inner.detached(py, Pipeline::prepare_plan)
     }
 
+    /// Only answers from these addresses or networks count from now on (empty: any).
+    fn set_trusted(&self, nets: Vec<String>) -> PyResult<()> {
+        let nets = nets.iter().map(|n| Entry::parse(n)).collect::<Result<Vec<_>>>()?;
+        self.inner.with(|p| {
+            p.set_trusted(nets);
+            Ok(())
+        })
+    }
+
+    /// Addresses in these networks never go into a set (the router's own, its
+    /// resolvers and gateways); the classes that route nowhere are always out.
+    fn set_protected(&self, nets: Vec<String>) -> PyResult<()> {
+        let nets = nets.iter().map(|n| Entry::parse(n)).collect::<Result<Vec<_>>>()?;
+        self.inner.with(|p| {
+            p.set_protected(nets);
+            Ok(())
+        })
+    }
+
     /// Queue a DEBUG line per address added (new "+" or refreshed "=").
     fn set_verbose(&self, verbose: bool) -> PyResult<()> {
         self.inner.with(|p| {
@@ -219,20 +238,23 @@ impl PyPipeline {
         self.notes.take().into_iter().map(|(l, s)| (l as u8, s)).collect()
     }
 
-    /// Counters: the pipeline's, the capture socket's ("capture"), each
+    /// Counters: the pipeline's, the capture socket's ("capture"), DNS-over-TCP
+    /// reassembly's ("tcp"), each
     /// policy's ("policies", by name) and the conntrack thread's ("conntrack",
     /// None without one).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (counters, capture, policies, flush, pending, tracking) = self.inner.with(|p| {
-            Ok((
-                p.counters(),
-                p.capture_stats(),
-                p.policy_counters(),
-                p.flush_totals(),
-                p.flush_pending(),
-                p.flush_tracking(),
-            ))
-        })?;
+        let (counters, tcp, capture, policies, flush, pending, tracking) =
+            self.inner.with(|p| {
+                Ok((
+                    p.counters(),
+                    p.tcp_stats(),
+                    p.capture_stats(),
+                    p.policy_counters(),
+                    p.flush_totals(),
+                    p.flush_pending(),
+                    p.flush_tracking(),
+                ))
+            })?;
         let d = PyDict::new(py);
         for (k, v) in counters.as_pairs() {
             d.set_item(k, v)?;
@@ -248,6 +270,11 @@ impl PyPipeline {
             c.set_item(k, v)?;
         }
         d.set_item("capture", c)?;
+        let t = PyDict::new(py);
+        for (k, v) in tcp.as_pairs() {
+            t.set_item(k, v)?;
+        }
+        d.set_item("tcp", t)?;
         let pd = PyDict::new(py);
         for (name, pc) in policies {
             let one = PyDict::new(py);

@@ -18,6 +18,7 @@ import selectors
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 
 TYPES = {"A": 1, "NS": 2, "CNAME": 5, "AAAA": 28}
@@ -149,6 +150,11 @@ class DnsServer:
     def __init__(self, address: str, port: int = 53) -> None:
         self.zone: dict[str, dict[str, list[str]]] = {}
         self.garbage = False  # answer every query with random bytes
+        self.truncated = False  # answer with the query's id and five zero bytes (malformed)
+        self.as_query = False  # answer with a QUERY message carrying the answer records
+        # > 0: write TCP answers in pieces of this size, one segment each, the length
+        # prefix alone first (how a slow or small-MSS server splits them).
+        self.tcp_chunk = 0
         self.queries: list[tuple[str, str, str]] = []  # (transport, qname, qtype)
         self._lock = threading.Lock()
         fam = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -196,6 +202,8 @@ class DnsServer:
         """The reply to one query message (None if it is not a query we can read)."""
         if self.garbage:
             return os.urandom(random.randrange(12, 200))
+        if self.truncated:
+            return query[:2] + b"\x00" * 5
         try:
             txid, flags, qd, _, _, _ = struct.unpack_from("!HHHHHH", query)
             if flags & 0x8000 or qd != 1:
@@ -207,7 +215,7 @@ class DnsServer:
         qtype = TYPE_NAMES.get(qtype_num, "A")
         self.queries.append((transport, qname, qtype))
         rcode, answers = self.resolve(qname, qtype)
-        return build_message(txid, qname, qtype, answers, rcode=rcode)
+        return build_message(txid, qname, qtype, answers, rcode=rcode, response=not self.as_query)
 
     # -- raw sends (spoofing) ---------------------------------------------------
     def send_raw(self, payload: bytes, dst: str, dport: int) -> None:
@@ -248,9 +256,20 @@ class DnsServer:
                     out = self.reply(query, "tcp")
                     if out is None:
                         return
-                    conn.sendall(struct.pack("!H", len(out)) + out)
+                    self._send_framed(conn, struct.pack("!H", len(out)) + out)
             except OSError:
                 return
+
+    def _send_framed(self, conn: socket.socket, framed: bytes) -> None:
+        step = self.tcp_chunk
+        if step <= 0:
+            conn.sendall(framed)
+            return
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pieces = [framed[:2]] + [framed[i : i + step] for i in range(2, len(framed), step)]
+        for piece in pieces:
+            conn.sendall(piece)
+            time.sleep(0.002)  # one write, one segment: nothing left to coalesce
 
     def close(self) -> None:
         """Stop serving and close the sockets."""

@@ -1,7 +1,7 @@
-"""The end-to-end network: client -- router -- wan, router -- vpn.
+"""The end-to-end network: client -- router -- wan, router -- vpn, router -- lanx.
 
-    client 192.0.2.2/26, 2001:db8:1::2/64
-       | c0 / r0
+    client 192.0.2.2/26, 2001:db8:1::2/64      lanx (a hostile LAN host) 192.0.2.130/26,
+       | c0 / r0                                  | x0 / r3             2001:db8:4::2/64
     router (hrneo, NAT, ip_forward) ---- r2 / v0 ---- vpn 192.0.2.66/26, 2001:db8:3::2/64
        | r1 / w0                                       lo: 203.0.113.10-13, 2001:db8:100::10-13
     wan 198.51.100.2/24, 2001:db8:2::2/64               (web servers answer "vpn")
@@ -150,6 +150,17 @@ class Topology:
         self.router = self._ns("r")
         self.wan = self._ns("w")
         self.vpn = self._ns("v")
+        self.lanx = self._ns("x")
+        link(
+            self.lanx,
+            self.router,
+            "x0",
+            "r3",
+            ["192.0.2.130/26", "2001:db8:4::2/64"],
+            ["192.0.2.129/26", "2001:db8:4::1/64"],
+        )
+        self.lanx.sh("ip route add default via 192.0.2.129")
+        self.lanx.sh("ip -6 route add default via 2001:db8:4::1")
         link(
             self.client,
             self.router,
@@ -296,20 +307,36 @@ class Topology:
         return "\n".join(parts)
 
     # -- the daemon ----------------------------------------------------------------
-    def write_config(self, domains: list[str], list_lines: list[str], timeout: int = 300) -> Path:
+    def write_config(
+        self,
+        domains: list[str],
+        list_lines: list[str],
+        timeout: int = 300,
+        *,
+        static: list[str] = (),  # type: ignore[assignment]
+        recheck_interval: float = 30,
+        verify_answers: bool = True,
+        kill_switch: bool = False,
+        trusted_resolvers: list[str] | None = None,
+    ) -> Path:
         """Write the daemon's config and its list file; return the config path."""
         self.list_file = self.tmp / "vpn.list"
         self.list_file.write_text("".join(f"{line}\n" for line in list_lines))
         self.control = self.tmp / "hrneo.sock"
         cfg = self.tmp / "hrneo.yaml"
+        trusted = (
+            f"trusted_resolvers: [{', '.join(trusted_resolvers)}]\n" if trusted_resolvers else ""
+        )
         cfg.write_text(
             f"""nflog_group: 100
 backend: {self.backend}
 control_socket: {self.control}
-firewall:
+{trusted}firewall:
   manage_rules: true
   dns_chains: [FORWARD]
   ipv6: true
+  verify_answers: {str(verify_answers).lower()}
+  recheck_interval: {recheck_interval}
 policies:
   - name: vpn1
     ipset: {SET4}
@@ -318,32 +345,38 @@ policies:
     reconnect: true
     domains: [{", ".join(domains)}]
     domain_files: [{self.list_file}]
+    static: [{", ".join(f'"{s}"' for s in static)}]
     route:
       interface: r2
       gateway: {VPN_GW4}
       gateway6: "{VPN_GW6}"
       table: {TABLE}
       mark: {MARK:#x}
+      kill_switch: {str(kill_switch).lower()}
 """
         )
         self.config = cfg
         return cfg
 
-    def start_daemon(self) -> subprocess.Popen[bytes]:
-        """Run `python -m hrneo run` in the router; wait until its NFLOG rules are in place."""
-        self.log_path = self.tmp / "daemon.log"
+    def spawn(self, config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+        """Start `python -m hrneo run --config CONFIG` in the router, output to `log_path`."""
         env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
-        with open(self.log_path, "wb") as log:
-            self.daemon = self.router.popen(
-                [PYTHON, "-m", "hrneo", "run", "--config", str(self.config)],
+        with open(log_path, "wb") as log:
+            return self.router.popen(
+                [PYTHON, "-m", "hrneo", "run", "--config", str(config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
             )
 
+    def start_daemon(self) -> subprocess.Popen[bytes]:
+        """Run `python -m hrneo run` in the router; wait until its NFLOG rules are in place."""
+        self.log_path = self.tmp / "daemon.log"
+        self.daemon = self.spawn(self.config, self.log_path)
+
         def ready() -> bool:
             if self.backend == "nftables":
-                cmd = "nft list chain inet hrneo dns_forward"
+                cmd = "nft list chain inet hrneo g100_dns_forward"
             else:
                 cmd = "iptables -w -S FORWARD"
             rules = self.router.sh(cmd, check=False).stdout

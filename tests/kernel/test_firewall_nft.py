@@ -10,6 +10,7 @@ import re
 import shutil
 import textwrap
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,9 @@ policies:
       mark: 0x1200
       mask: 0xff00
 """
+
+
+OWN = ["g77_dns_forward", "g77_dns_output", "g77_mark_output", "g77_mark_prerouting"]
 
 
 def table(ns: Netns) -> str:
@@ -108,7 +112,7 @@ def test_install_idempotent_reconcile_crash_and_stop(
     fw = make()
     fw.start(cfg)
     try:
-        assert sorted(chains(ns)) == ["dns_forward", "dns_output", "mark_output", "mark_prerouting"]
+        assert sorted(chains(ns)) == OWN
         rules = hrneo_rules(ns)
         capture = [r for r in rules if "log group 77" in r]
         assert len(capture) == 4  # udp + tcp in output and forward, both families
@@ -135,8 +139,8 @@ def test_install_idempotent_reconcile_crash_and_stop(
         ns.sh("ip link add late0 type veth peer name late0p")
         ns.sh("ip link set late0p up")
         ns.sh("ip link set late0 up")
-        ns.sh("nft flush chain inet hrneo dns_output")
-        ns.sh("nft delete chain inet hrneo dns_output")
+        ns.sh("nft flush chain inet hrneo g77_dns_output")
+        ns.sh("nft delete chain inet hrneo g77_dns_output")
         assert len(hrneo_rules(ns)) == len(rules) - 2
         assert fw.reconcile() >= 3
         assert sorted(hrneo_rules(ns)) == sorted(rules)
@@ -146,11 +150,18 @@ def test_install_idempotent_reconcile_crash_and_stop(
         fw.stop()
         raise
 
-    # crash: fw never stops; a new instance starts over the leftovers
+    # crash: fw never stops; a new instance starts over the leftovers, and a
+    # daemon of another group that finds them (alone) removes them
     fw2 = make()
     fw2.start(cfg)
     try:
         assert sorted(hrneo_rules(ns)) == sorted(rules)
+        other = NftFirewall(cfg.firewall, prefix=["ip", "netns", "exec", ns.name])
+        other.start(replace(cfg, nflog_group=78, policies=()), clean_stale=False)
+        # (another daemon lives: its group's capture chains go beside ours)
+        assert sorted(chains(ns)) == sorted([*OWN, "g78_dns_forward", "g78_dns_output"])
+        other.stop()
+        assert sorted(chains(ns)) == OWN
         assert len(fwmark_rules(ns, 4)) == 2 and len(fwmark_rules(ns, 6)) == 1
     finally:
         fw2.stop()
@@ -177,9 +188,7 @@ def test_the_whole_table_flushed_comes_back_after_the_sets(
         with ns.enter():
             Plan(cfg.watchlist, cfg.policies, backend="nftables").prepare()
         fw.reconcile()
-        assert sorted(chains(ns)) == [
-            "dns_forward", "dns_output", "mark_output", "mark_prerouting",
-        ]  # fmt: skip
+        assert sorted(chains(ns)) == OWN
     finally:
         fw.stop()
 
@@ -199,7 +208,7 @@ def test_a_config_without_routes_has_capture_only_and_foreign_tables_are_untouch
     fw = make()
     fw.start(cfg)
     try:
-        assert chains(ns) == ["dns_forward"]
+        assert chains(ns) == ["g100_dns_forward"]  # the default nflog group
         assert all(r.startswith("meta nfproto ipv4 ") for r in hrneo_rules(ns))
     finally:
         fw.stop()

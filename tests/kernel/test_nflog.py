@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -113,8 +114,11 @@ def test_cname_chain(pair: Pair) -> None:
     assert ev.min_ttl == 20
 
 
-def tcp_exchange(pair: Pair, data: bytes, family: int = socket.AF_INET) -> None:
-    """Connect client -> server:53 and have the server send `data`, then close."""
+def tcp_exchange(
+    pair: Pair, data: bytes, family: int = socket.AF_INET, *, cuts: tuple[int, ...] = ()
+) -> None:
+    """Connect client -> server:53 and have the server send `data`, then close;
+    with `cuts`, in one segment per piece (split at those offsets)."""
     srv_ip, bind_any = (SRV6, "::") if family == socket.AF_INET6 else (SRV4, "0.0.0.0")
     with pair.srv.enter():
         lsn = socket.socket(family, socket.SOCK_STREAM)
@@ -129,7 +133,10 @@ def tcp_exchange(pair: Pair, data: bytes, family: int = socket.AF_INET) -> None:
         conn, _ = lsn.accept()
         with conn:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.sendall(data)
+            bounds = [0, *cuts, len(data)]
+            for a, b in zip(bounds, bounds[1:]):
+                conn.sendall(data[a:b])
+                time.sleep(0.005)  # one write, one segment
             got = b""
             while len(got) < len(data):  # bounded by the 5 s socket timeout
                 chunk = c.recv(65536)
@@ -161,11 +168,27 @@ def test_tcp_length_prefix_ipv4_ipv6(pair: Pair) -> None:
         assert st["non_dns"] >= 2 and st["malformed"] == 0
 
 
-def test_truncated_tcp_is_incomplete(pair: Pair) -> None:
+def test_a_tcp_answer_split_over_segments_is_read_once_whole(pair: Pair) -> None:
+    msg = tcp_frame(answer(15, "split.example", "198.51.100.15"))
+    with open_reader(pair.cli) as r:
+        # The length prefix alone, then the message in three pieces.
+        tcp_exchange(pair, msg, cuts=(2, 10, 30))
+        evs = read_n(r, 1)
+        assert [(e.qname, e.transport) for e in evs] == [("split.example", "tcp")]
+        assert [a.data for a in evs[0].answers] == ["198.51.100.15"]
+        st = r.stats()
+        assert st["tcp_reassembled"] == 1 and st["incomplete"] == 0, st
+        assert st["tcp_flows"] == 0 and st["tcp_unfinished"] == 0, st
+
+
+def test_a_tcp_answer_cut_by_the_close_is_counted_unfinished(pair: Pair) -> None:
     with open_reader(pair.cli) as r:
         tcp_exchange(pair, tcp_frame(answer(13, "cut.example", "198.51.100.9"))[:20])
         assert read_n(r, 1, rounds=3) == []
-        assert r.stats()["incomplete"] == 1
+        st = r.stats()
+        # Waiting for the rest until the FIN came: then counted, nothing kept.
+        assert st["tcp_unfinished"] == 1 and st["tcp_dropped_bytes"] == 20, st
+        assert st["tcp_flows"] == 0, st
 
 
 def test_malformed_and_non_dns_counted_not_raised(pair: Pair) -> None:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import textwrap
 import threading
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,8 @@ class FakePipeline:
         self.prepares = 0
         self.policies: dict[str, PolicyCounters] = {}
         self.runs = 0
+        self.trusted: list[str] = []
+        self.protected: list[str] = []
 
     def run(self, timeout: float, wake_fd: int | None = None) -> str:
         self.runs += 1
@@ -82,6 +85,12 @@ class FakePipeline:
         self.prepares += 1
         return self.plans[-1].prepare()
 
+    def set_trusted(self, nets: list[str]) -> None:
+        self.trusted = nets
+
+    def set_protected(self, nets: list[str]) -> None:
+        self.protected = nets
+
     def set_verbose(self, verbose: bool) -> None:
         self.verbose = verbose
 
@@ -94,7 +103,9 @@ class FakePipeline:
             "events": 7, "answers": 6, "queries_ignored": 1, "rcode_skipped": 0, "unwatched": 2,
             "malformed": 1, "incomplete": 0, "non_dns": 0, "commit_errors": 0,
             "sets_recreated": 0, "read_errors": 0, "wakeups": 5,
+            "untrusted": 0,
             "capture": {"packets": 9, "dropped": 2, "enobufs": 1, "datagrams": 9, "malformed": 1},
+            "tcp": {"reassembled": 4, "flows": 1, "gaps": 1, "unfinished": 0, "dropped_bytes": 9},
             "policies": self.policies,
             "conntrack": {"calls": 1, "flushed": 3, "errors": 0, "race_misses": 1, "pending": 0,
                           "tracking": True, "flusher": {}},
@@ -164,8 +175,18 @@ def make(tmp_path: Path, text: str = CONFIG) -> tuple[Daemon, FakeCore, FakeRunn
     cfg, _ = load_config(str(path))
     core = FakeCore()
     runner = FakeRunner()
-    d = Daemon(cfg, core=core, firewall=Firewall(cfg.firewall, runner=runner), control=False)
+    d = Daemon(
+        cfg,
+        core=core,
+        firewall=Firewall(cfg.firewall, runner=runner),
+        control=False,
+        lock_prefix=LOCK,
+    )
     return d, core, runner, cfg
+
+
+# Claims of test daemons never meet a real daemon's, nor another test run's.
+LOCK = f"hrneo-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 # ------------------------------------------------------------------ tests
@@ -317,6 +338,7 @@ def test_status_reports_pipeline_and_policies(tmp_path: Path) -> None:
         st = d.status()
         assert (st["events"], st["answers"], st["dropped"], st["malformed"]) == (7, 6, 2, 2)
         assert (st["flushed"], st["race_misses"], st["flush_pending"]) == (3, 1, 0)
+        assert (st["tcp"]["reassembled"], st["tcp"]["gaps"]) == (4, 1)
         vpn1, plain = st["policies"]
         assert (vpn1["name"], vpn1["domains"], vpn1["matched"], vpn1["new"]) == ("vpn1", 1, 3, 2)
         assert (plain["name"], plain["domains"], plain["matched"]) == ("plain", 2, 0)
@@ -371,7 +393,9 @@ def test_step_returns_for_the_control_socket(tmp_path: Path) -> None:
     path.write_text(CONFIG.format(sock=tmp_path / "hrneo.sock"))
     cfg, _ = load_config(str(path))
     core = FakeCore()
-    d = Daemon(cfg, core=core, firewall=Firewall(cfg.firewall, runner=FakeRunner()))
+    d = Daemon(
+        cfg, core=core, firewall=Firewall(cfg.firewall, runner=FakeRunner()), lock_prefix=LOCK
+    )
     d.start()
     try:
         from hrneo.control import request

@@ -18,6 +18,7 @@ from hrneo.firewall_nft import (
     desired_rules,
     installed_tags,
     mark_statement,
+    owned_groups,
     ruleset_script,
 )
 
@@ -82,20 +83,28 @@ def test_rules_of_the_sample_config(tmp_path: Path) -> None:
     text = [(r.chain, r.text, r.tag) for r in rules]
     verified = "sport 53 ct state established ct direction reply log group 100"
     assert text[:4] == [
-        ("dns_output", f"udp {verified}", "hrneo:dns-udp"),
-        ("dns_output", f"tcp {verified}", "hrneo:dns-tcp"),
-        ("dns_forward", f"udp {verified}", "hrneo:dns-udp"),
-        ("dns_forward", f"tcp {verified}", "hrneo:dns-tcp"),
+        ("g100_dns_output", f"udp {verified}", "hrneo:dns-udp"),
+        ("g100_dns_output", f"tcp {verified}", "hrneo:dns-tcp"),
+        ("g100_dns_forward", f"udp {verified}", "hrneo:dns-udp"),
+        ("g100_dns_forward", f"tcp {verified}", "hrneo:dns-tcp"),
     ]
     marks = text[4:]
-    assert ("mark_prerouting", "ip daddr @hr_vpn1 meta mark set 0x1001", "hrneo:vpn1:4") in marks
-    assert ("mark_output", "ip6 daddr @hr_vpn1_v6 meta mark set 0x1001", "hrneo:vpn1:6") in marks
+    assert (
+        "g100_mark_prerouting",
+        "ip daddr @hr_vpn1 meta mark set 0x1001",
+        "hrneo:vpn1:4",
+    ) in marks
+    assert (
+        "g100_mark_output",
+        "ip6 daddr @hr_vpn1_v6 meta mark set 0x1001",
+        "hrneo:vpn1:6",
+    ) in marks
     masked = "ip daddr @hr_masked meta mark set meta mark and 0xff00ffff or 0x10000"
-    assert ("mark_output", masked, "hrneo:masked:4") in marks
+    assert ("g100_mark_output", masked, "hrneo:masked:4") in marks
     # The fw4 set lives in another table: rules cannot reach it from inet hrneo.
     assert not any("vpn_domains" in t for _, t, _ in marks)
     assert len(marks) == 6
-    assert all(r.essential == r.chain.startswith("dns_") for r in rules)
+    assert all(r.essential == r.chain.startswith("g100_dns_") for r in rules)
 
 
 def test_ipv4_only_and_unverified(tmp_path: Path) -> None:
@@ -112,31 +121,34 @@ def test_statements() -> None:
 
 
 def test_script_flushes_wanted_chains_and_deletes_the_others(tmp_path: Path) -> None:
-    script = ruleset_script(desired_rules(config(tmp_path)))
+    script = ruleset_script(desired_rules(config(tmp_path)), [100, 7])
     lines = script.splitlines()
     assert lines[0] == "add table inet hrneo"
     assert (
-        "add chain inet hrneo dns_forward "
+        "add chain inet hrneo g100_dns_forward "
         "{ type filter hook forward priority filter + 10; policy accept; }"
     ) in lines
     assert (
-        "add chain inet hrneo mark_output "
+        "add chain inet hrneo g100_mark_output "
         "{ type route hook output priority mangle; policy accept; }"
     ) in lines
-    assert "flush chain inet hrneo dns_forward" in lines
-    for unwanted in ("dns_input", "dns_prerouting", "dns_postrouting"):
+    assert "flush chain inet hrneo g100_dns_forward" in lines
+    # unwanted chains of this daemon, and every chain of another group (a reload
+    # to another nflog group; a crashed run): deleted in the same transaction
+    gone = ["g100_dns_input", "g100_dns_prerouting", "g100_dns_postrouting"]
+    for unwanted in [*gone, "g7_dns_forward", "g7_mark_output"]:
         i = lines.index(f"add chain inet hrneo {unwanted}")
         assert lines[i + 1 : i + 3] == [
             f"flush chain inet hrneo {unwanted}",
             f"delete chain inet hrneo {unwanted}",
         ]
     assert (
-        "add rule inet hrneo mark_prerouting ip daddr @hr_vpn1 meta mark set 0x1001 "
+        "add rule inet hrneo g100_mark_prerouting ip daddr @hr_vpn1 meta mark set 0x1001 "
         'comment "hrneo:vpn1:4"'
     ) in lines
     # Stop: every chain goes, in one transaction; nothing names a set.
-    stop = ruleset_script([])
-    assert stop.count("delete chain") == 7 and "@" not in stop
+    stop = ruleset_script([], [100])
+    assert stop.count("delete chain") == 7 and "@" not in stop and "g7" not in stop
 
 
 LISTING = """\
@@ -145,7 +157,7 @@ table inet hrneo {
 \t\ttype ipv4_addr
 \t}
 
-\tchain dns_forward {
+\tchain g100_dns_forward {
 \t\ttype filter hook forward priority filter + 10; policy accept;
 \t\tudp sport 53 ct state established ct direction reply log group 100 comment "hrneo:dns-udp"
 \t}
@@ -155,7 +167,8 @@ table inet hrneo {
 
 def test_installed_tags() -> None:
     tags = installed_tags(LISTING)
-    assert tags == {("dns_forward", "hrneo:dns-udp"): 1}
+    assert tags == {("g100_dns_forward", "hrneo:dns-udp"): 1}
+    assert owned_groups(LISTING + "\tchain g7_mark_output {\n\tchain mine {\n") == {100, 7}
 
 
 def test_firewall_start_reconcile_stop(tmp_path: Path) -> None:
@@ -165,7 +178,7 @@ def test_firewall_start_reconcile_stop(tmp_path: Path) -> None:
                      script_runner=fake.script)  # fmt: skip
     fw.start(cfg)
     assert ["ip", "netns", "exec", "x", "nft", "-f", "-"] in fake.calls
-    assert fake.scripts == [ruleset_script(desired_rules(cfg))]
+    assert fake.scripts == [ruleset_script(desired_rules(cfg), [100])]
     routes = [i for i in fw.items if isinstance(i, (IpRule, TableRoute))]
     assert {r.table for r in routes} == {1001, 1002, 1003}  # fw4's policy still gets its route
     assert fw.missing == set()
@@ -179,9 +192,9 @@ def test_firewall_start_reconcile_stop(tmp_path: Path) -> None:
     fw.reconcile()
     assert len(fake.scripts) == 2
     fw.stop()
-    assert fake.scripts[-1] == ruleset_script([])
+    assert fake.scripts[-1] == ruleset_script([], [100])
     assert fw.items == []
-    assert "nft inet hrneo dns_output: udp sport 53" in fw.describe(desired_rules(cfg)[0])
+    assert "nft inet hrneo g100_dns_output: udp sport 53" in fw.describe(desired_rules(cfg)[0])
 
 
 def test_a_refused_transaction_is_a_firewall_error(tmp_path: Path) -> None:

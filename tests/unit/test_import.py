@@ -123,7 +123,7 @@ def test_cli_run_hydraroute_gives_the_daemon_the_loader(
     seen: dict[str, Any] = {}
 
     class FakeDaemon:
-        def __init__(self, cfg: Any, *, loader: Any) -> None:
+        def __init__(self, cfg: Any, *, loader: Any, **_kw: Any) -> None:
             seen["cfg"], seen["loader"] = cfg, loader
 
         def run(self) -> int:

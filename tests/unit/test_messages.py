@@ -60,10 +60,11 @@ def test_timeout_is_big_endian_whatever_the_host() -> None:
     assert got.endswith(b"\x00\x00\x0e\x10")
 
 
-def test_one_message_per_address_with_counting_seqs() -> None:
+def test_one_message_per_address_with_counting_seqs_only_the_last_acked() -> None:
+    # The kernel answers an unacked request only when it fails: the last one's ack
+    # tells that every one before it was handled.
     ips = ["192.0.2.1", "192.0.2.2", "2001:db8::3"]
     got = _core.ipset_add_message("s", ips, seq=100)
-    # Only the last message asks for an ack: the kernel answers the others only if they fail.
     want = b"".join(
         expected_add("s", ip, None, True, 100 + i, ack=i == len(ips) - 1)
         for i, ip in enumerate(ips)

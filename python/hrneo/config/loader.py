@@ -1,10 +1,12 @@
 """YAML config -> frozen dataclasses, with `file:line` in every error.
 
-The YAML is composed into a node tree (``yaml.compose``) rather than loaded, so
-every key and list item keeps its line number for messages. All errors of a file
-are collected and raised together as one :class:`ConfigError`; warnings are
-returned with the config (this module prints nothing). Domains go straight into
-the config's compiled :class:`~hrneo._core.Watchlist`.
+The YAML is composed into a node tree (:mod:`hrneo.config.reader`, bounded in
+size, depth and tags) rather than loaded, so every key and list item keeps its
+line number for messages. All errors of a file are collected and raised together
+as one :class:`ConfigError` (at most :data:`MAX_ERRORS` lines, then a count);
+warnings are returned with the config (this module prints nothing). Domains go
+straight into the config's compiled :class:`~hrneo._core.Watchlist`. List files
+are read through :mod:`hrneo.safeio`: regular files only, size-capped, streamed.
 """
 
 from __future__ import annotations
@@ -28,23 +30,75 @@ from hrneo.config.model import (
     DEFAULT_RULE_PRIORITY,
     DEFAULT_SOCKET_PATH,
     DEFAULT_TIMEOUT,
+    RECHECK_INTERVAL_RANGE,
     Config,
     FirewallConfig,
     Policy,
     Route,
 )
-from hrneo.config.nodes import NodeReader
+from hrneo.config.nftcheck import NftablesChecks
+from hrneo.config.reader import compose_file
+from hrneo.config.walker import MAX_ERRORS, Invalid
 from hrneo.domains import normalize_domain
 from hrneo.errors import ConfigError
-from hrneo.nftnames import NftSetName, check_nft_name, parse_nftset
-
-# iptables chain names of DNS answers, and the nftables hooks of the same name.
-NFT_HOOKS = ("OUTPUT", "FORWARD", "INPUT", "PREROUTING", "POSTROUTING")
+from hrneo.safeio import MAX_LIST_BYTES, FileRefused, iter_lines
 
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
+# Bad lines of one list file before the rest of it is skipped (a binary file).
+MAX_FILE_ERRORS = 20
+
+TOP_KEYS = (
+    "nflog_group",
+    "firewall",
+    "policies",
+    "control_socket",
+    "conntrack_events",
+    "list_refresh",
+    "trusted_resolvers",
+    "log",
+    "metrics_listen",
+    "metrics_allow_remote",
+    "backend",
+)
+FIREWALL_KEYS = (
+    "manage_rules",
+    "dns_chains",
+    "ipv6",
+    "verify_answers",
+    "recheck_interval",
+    "rule_priority",
+    "iptables",
+    "ip6tables",
+    "ip",
+    "nft",
+)
+POLICY_KEYS = (
+    "name",
+    "ipset",
+    "ipset6",
+    "timeout",
+    "reconnect",
+    "maxelem",
+    "domains",
+    "domain_files",
+    "domain_urls",
+    "static",
+    "route",
+    "nftset",
+)
+ROUTE_KEYS = (
+    "interface",
+    "gateway",
+    "gateway6",
+    "table",
+    "mark",
+    "mask",
+    "priority",
+    "kill_switch",
+)
 
 
-class _Loader(NodeReader):
+class _Loader(NftablesChecks):
     """Walks the composed YAML node tree, collecting errors and warnings."""
 
     def __init__(self, path: str) -> None:
@@ -55,55 +109,42 @@ class _Loader(NodeReader):
         self.watchlist = Watchlist()
         self.watchlist.add_source(path)
         self.policy_names: dict[int, str] = {}
-        self.backend = DEFAULT_BACKEND
 
     # -- sections --------------------------------------------------------------
     def load(self) -> Config:
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                root = yaml.compose(f, Loader=yaml.SafeLoader)
-        except OSError as e:
-            self.errors.append(f"{self.path}:0: cannot read config: {e.strerror or e}")
-            raise ConfigError(self.errors) from None
-        except yaml.MarkedYAMLError as e:
-            line = (e.problem_mark.line + 1) if e.problem_mark else 0
-            self.errors.append(f"{self.path}:{line}: YAML syntax error: {e.problem or e}")
-            raise ConfigError(self.errors) from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            self.errors.append(f"{self.path}:0: cannot parse config: {e}")
-            raise ConfigError(self.errors) from None
+        root = compose_file(self.path)  # ConfigError with file:line
         if root is None:
-            self.errors.append(f"{self.path}:1: config is empty")
+            self.add_error(f"{self.path}:1: config is empty")
             raise ConfigError(self.errors)
-        top = self.mapping(
-            root,
-            "config",
-            (
-                "nflog_group",
-                "firewall",
-                "policies",
-                "control_socket",
-                "conntrack_events",
-                "list_refresh",
-                "backend",
-            ),
-        )
+        top = self.mapping(root, "config", TOP_KEYS)
         self.backend = self.get(top, "backend", DEFAULT_BACKEND, v.one_of(BACKENDS))
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, v.int_range(0, 65535))
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
+        log_to = self.get(top, "log", "stderr", v.log_target)
+        metrics, allow_remote = self.metrics(top)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
+        trusted = self.networks(top["trusted_resolvers"][1]) if "trusted_resolvers" in top else ()
         policies: list[Policy] = []
         if "policies" not in top:
             self.error(root, "no `policies:` list: nothing to do")
         else:
-            for pi, pnode in enumerate(self.sequence(top["policies"][1], "policies")):
+            pnodes = self.sequence(top["policies"][1], "policies")
+            if not pnodes and isinstance(top["policies"][1], (yaml.SequenceNode, yaml.ScalarNode)):
+                self.warn(
+                    top["policies"][0],
+                    "`policies` is empty: no set will be filled (as meant only for the "
+                    "settings file of `hrneo run --hydraroute`)",
+                )
+            for pi, pnode in enumerate(pnodes):
                 pol = self.policy(pnode, fw, pi)
                 if pol is not None:
                     policies.append(pol)
             self.cross_check(policies)
         if self.errors:
+            if self.more_errors:
+                self.errors.append(f"{self.path}:0: {self.more_errors} more errors not shown")
             raise ConfigError(self.errors, self.warnings)
         self.watchlist.shrink_to_fit()
         return Config(
@@ -114,31 +155,60 @@ class _Loader(NodeReader):
             control_socket=sock,
             conntrack_events=ct_events,
             list_refresh=refresh,
+            trusted_resolvers=trusted,
+            log=log_to,
+            metrics_listen=metrics,
+            metrics_allow_remote=allow_remote,
             backend=self.backend,
             watchlist=self.watchlist,
         )
 
+    def networks(self, node: yaml.Node) -> tuple[str, ...]:
+        """trusted_resolvers: addresses or networks, as CIDR text."""
+        out: list[str] = []
+        for nnode in self.sequence(node, "trusted_resolvers"):
+            raw = self.scalar(nnode)
+            if raw is Invalid:
+                continue
+            try:
+                net, host_bits = v.network(raw)
+            except (ValueError, TypeError) as e:
+                self.error(nnode, f"trusted_resolvers: {e}")
+                continue
+            if host_bits:
+                self.warn(nnode, f"trusted_resolvers: {raw!r} has host bits set: taken as {net}")
+            if ipaddress.ip_network(net).is_loopback:
+                self.warn(
+                    nnode,
+                    f"trusted_resolvers: {net} is loopback; answers the router's resolver "
+                    "sends to clients come from its LAN address: list that one",
+                )
+            if net in out:
+                self.warn(nnode, f"trusted_resolvers: {net} is listed twice")
+                continue
+            out.append(net)
+        return tuple(out)
+
+    def metrics(
+        self, top: dict[str, tuple[yaml.Node, yaml.Node]]
+    ) -> tuple[tuple[str, int] | None, bool]:
+        """metrics_listen and metrics_allow_remote (the rule: values.metrics_exposure)."""
+        listen = self.get(top, "metrics_listen", None, v.metrics_listen)
+        allow = self.get(top, "metrics_allow_remote", False, v.boolean)
+        key = "metrics_listen" if "metrics_listen" in top else "metrics_allow_remote"
+        ok, note = v.metrics_exposure(listen, allow)
+        if note:
+            (self.warn if ok else self.error)(top[key][1], note)
+        return (listen if ok else None), allow
+
     def firewall(self, node: yaml.Node) -> FirewallConfig:
-        m = self.mapping(
-            node,
-            "firewall",
-            (
-                "manage_rules",
-                "dns_chains",
-                "ipv6",
-                "recheck_interval",
-                "rule_priority",
-                "iptables",
-                "ip6tables",
-                "ip",
-                "nft",
-                "verify_answers",
-            ),
-        )
+        m = self.mapping(node, "firewall", FIREWALL_KEYS)
         chains: list[str] = []
         if "dns_chains" in m:
             for cnode in self.sequence(m["dns_chains"][1], "dns_chains"):
                 chain = self.scalar(cnode)
+                if chain is Invalid:
+                    continue
                 if not isinstance(chain, str) or not _CHAIN_RE.match(chain):
                     self.error(cnode, f"dns_chains: invalid chain name {chain!r}")
                 elif chain in chains:
@@ -152,8 +222,9 @@ class _Loader(NodeReader):
             manage_rules=self.get(m, "manage_rules", True, v.boolean),
             dns_chains=tuple(chains),
             ipv6=self.get(m, "ipv6", True, v.boolean),
+            verify_answers=self.get(m, "verify_answers", True, v.boolean),
             recheck_interval=self.get(
-                m, "recheck_interval", DEFAULT_RECHECK_INTERVAL, v.nonneg_float
+                m, "recheck_interval", DEFAULT_RECHECK_INTERVAL, v.interval(*RECHECK_INTERVAL_RANGE)
             ),
             rule_priority=self.get(
                 m, "rule_priority", DEFAULT_RULE_PRIORITY, v.int_range(1, 32765)
@@ -162,69 +233,10 @@ class _Loader(NodeReader):
             ip6tables=self.get(m, "ip6tables", "ip6tables", v.path),
             ip=self.get(m, "ip", "ip", v.path),
             nft=self.get(m, "nft", "nft", v.path),
-            verify_answers=self.get(m, "verify_answers", True, v.boolean),
         )
-
-    def nftables_problem(self, node: yaml.Node, msg: str) -> None:
-        """An error with backend nftables; with auto, a warning (nftables may not be chosen)."""
-        if self.backend == "nftables":
-            self.error(node, msg)
-        elif self.backend == "auto":
-            self.warn(node, f"{msg} (if backend auto chooses nftables)")
-
-    def nft_hook_of(self, node: yaml.Node, chain: str) -> None:
-        """A DNS chain must be one of the hooks nftables has."""
-        if chain.upper() not in NFT_HOOKS:
-            self.nftables_problem(
-                node,
-                f"dns_chains: {chain!r} is no nftables hook ({', '.join(NFT_HOOKS)})",
-            )
-
-    def nftset(
-        self, m: dict[str, tuple[yaml.Node, yaml.Node]], name: object
-    ) -> tuple[str | None, NftSetName | None, NftSetName | None]:
-        """The `nftset` value as written, and its IPv4 and IPv6 sets."""
-        raw = self.get(m, "nftset", None, v.nonempty_str)
-        if raw is None:
-            return None, None, None
-        node = m["nftset"][1]
-        try:
-            set4, set6 = parse_nftset(raw)
-        except ValueError as e:
-            self.error(node, str(e))
-            return None, None, None
-        if self.backend == "ipset":
-            self.warn(node, f"nftset of policy {name!r} is used only with backend nftables")
-        return raw, set4, set6
-
-    def own_set_names(
-        self, m: dict[str, tuple[yaml.Node, yaml.Node]], used: dict[str, bool]
-    ) -> None:
-        """Sets named by `ipset`/`ipset6` that live in inet hrneo must be nft names."""
-        for key, in_use in used.items():
-            if key in m and in_use:
-                raw = self.scalar(m[key][1])
-                try:
-                    check_nft_name("set", str(raw))
-                except ValueError as e:
-                    self.nftables_problem(m[key][1], f"{key}: {e}")
 
     def policy(self, node: yaml.Node, fw: FirewallConfig, index: int) -> Policy | None:
-        keys = (
-            "name",
-            "ipset",
-            "ipset6",
-            "timeout",
-            "reconnect",
-            "maxelem",
-            "domains",
-            "domain_files",
-            "domain_urls",
-            "static",
-            "route",
-            "nftset",
-        )
-        m = self.mapping(node, "policy", keys)
+        m = self.mapping(node, "policy", POLICY_KEYS)
         if not m and not isinstance(node, yaml.MappingNode):
             return None
         name = self.get(m, "name", None, v.policy_name)
@@ -247,6 +259,8 @@ class _Loader(NodeReader):
         if "domains" in m:
             for dnode in self.sequence(m["domains"][1], "domains"):
                 raw = self.scalar(dnode)
+                if raw is Invalid:
+                    continue
                 if not isinstance(raw, str):
                     self.error(dnode, f"domains: {raw!r} is not a domain name")
                     continue
@@ -262,7 +276,9 @@ class _Loader(NodeReader):
         if "domain_files" in m:
             for fnode in self.sequence(m["domain_files"][1], "domain_files"):
                 raw = self.scalar(fnode)
-                if not isinstance(raw, str) or not raw:
+                if raw is Invalid:
+                    continue
+                if not isinstance(raw, str) or not raw or "\0" in raw:
                     self.error(fnode, f"domain_files: {raw!r} is not a path")
                     continue
                 path = raw if os.path.isabs(raw) else os.path.join(self.base, raw)
@@ -271,8 +287,11 @@ class _Loader(NodeReader):
         urls: list[str] = []
         if "domain_urls" in m:
             for unode in self.sequence(m["domain_urls"][1], "domain_urls"):
+                raw = self.scalar(unode)
+                if raw is Invalid:
+                    continue
                 try:
-                    url = v.check_url(self.scalar(unode))
+                    url = v.check_url(raw)
                 except (ValueError, TypeError) as e:
                     self.error(unode, f"domain_urls: {e}")
                     continue
@@ -284,6 +303,8 @@ class _Loader(NodeReader):
         if "static" in m:
             for snode in self.sequence(m["static"][1], "static"):
                 raw = self.scalar(snode)
+                if raw is Invalid:
+                    continue
                 try:
                     net = ipaddress.ip_network(str(raw), strict=False)
                 except ValueError:
@@ -297,14 +318,7 @@ class _Loader(NodeReader):
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
-            foreign = [s for s in (nft4, nft6) if s is not None and s.table != "hrneo"]
-            if foreign and self.backend != "ipset":
-                self.warn(
-                    m["route"][1],
-                    f"route of policy {name!r}: with backend nftables its set {foreign[0]} is "
-                    "in a table of your firewall, where hrneo adds no rules: mark the traffic "
-                    "there (hrneo installs the ip rule and the table's route)",
-                )
+            self.foreign_route(m["route"][1], name, (nft4, nft6))
         if self.watchlist.count(index) == 0 and not static and not urls:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
@@ -348,39 +362,47 @@ class _Loader(NodeReader):
     def domain_file(
         self, fnode: yaml.Node, path: str, src: int, add: Callable[[str, int, int], None]
     ) -> None:
+        """Every line of list file `path` into the watchlist, `file:line` for bad ones."""
+        bad = 0
         try:
             # Streamed line by line: a 100k-line list never sits in memory twice.
-            with open(path, encoding="utf-8") as f:
-                for lineno, text in enumerate(f, 1):
-                    self._domain_line(path, lineno, text, src, add)
+            for lineno, text, problem in iter_lines(path, MAX_LIST_BYTES):
+                if text is None:
+                    self.add_error(f"{path}:{lineno}: {problem}")
+                    bad += 1
+                elif not self._domain_line(path, lineno, text, src, add):
+                    bad += 1
+                if bad >= MAX_FILE_ERRORS:
+                    self.add_error(f"{path}:{lineno}: {bad} bad lines: the rest is not read")
+                    return
+        except FileRefused as e:
+            self.error(fnode, f"domain_files: {e}")
         except OSError as e:
             self.error(fnode, f"domain_files: cannot read {path}: {e.strerror or e}")
-        except UnicodeDecodeError as e:
-            self.error(fnode, f"domain_files: {path} is not UTF-8 text: {e}")
+        except ValueError as e:  # a character the file system cannot take
+            self.error(fnode, f"domain_files: cannot read {path!r}: {e}")
 
     def _domain_line(
         self, path: str, lineno: int, text: str, src: int, add: Callable[[str, int, int], None]
-    ) -> None:
+    ) -> bool:
+        """One line of a list file; False if it is not a domain."""
         raw = text.split("#", 1)[0].strip()
         if not raw:
-            return
+            return True
         try:
             dom, warning = normalize_domain(raw)
         except ValueError as e:
-            self.errors.append(f"{path}:{lineno}: {e}")
-            return
-        if warning:
+            self.add_error(f"{path}:{lineno}: {e}")
+            return False
+        if warning and len(self.warnings) < MAX_ERRORS:
             self.warnings.append(f"{path}:{lineno}: {warning}")
         add(dom, src, lineno)
+        return True
 
     def route(
         self, node: yaml.Node, fw: FirewallConfig, name: object, ipset6: str | None
     ) -> Route | None:
-        m = self.mapping(
-            node,
-            "route",
-            ("interface", "gateway", "gateway6", "table", "mark", "mask", "priority"),
-        )
+        m = self.mapping(node, "route", ROUTE_KEYS)
         for key in ("interface", "table", "mark"):
             if key not in m and isinstance(node, yaml.MappingNode):
                 self.error(node, f"route of policy {name!r} needs `{key}`")
@@ -397,11 +419,13 @@ class _Loader(NodeReader):
             )
             mark = None
         prio = self.get(m, "priority", fw.rule_priority, v.int_range(1, 32765))
+        kill = self.get(m, "kill_switch", False, v.boolean)
         if fw.ipv6 and ipset6 and gw and not gw6:
+            fate = "is refused (kill_switch)" if kill else "leaves by the main table"
             self.warn(
                 node,
                 f"route of policy {name!r} has a gateway but no gateway6: "
-                "its IPv6 traffic gets no route",
+                f"its IPv6 traffic gets no route and {fate}",
             )
         if iface is None or table is None or mark is None:
             return None
@@ -413,6 +437,7 @@ class _Loader(NodeReader):
             gateway6=gw6,
             priority=prio,
             mask=mask,
+            kill_switch=kill,
         )
 
     def cross_check(self, policies: list[Policy]) -> None:
@@ -428,10 +453,7 @@ class _Loader(NodeReader):
                     f"{here}: duplicate policy name {p.name!r} (first at line {names[p.name].line})"
                 )
             names.setdefault(p.name, p)
-            used: tuple[str | None, ...] = (p.ipset, p.ipset6)
-            if self.backend == "nftables":
-                used = (p.nft_set4, p.nft_set6)
-            for s in used:
+            for s in self.set_names_of(p):
                 if s is None:
                     continue
                 if s in sets:

@@ -15,6 +15,8 @@ DEFAULT_NFLOG_GROUP = 100
 DEFAULT_DNS_CHAINS = ("OUTPUT", "FORWARD")
 DEFAULT_TIMEOUT = 3600
 DEFAULT_RECHECK_INTERVAL = 30.0
+# recheck_interval: a floor against busy loops of iptables calls, a ceiling of a day.
+RECHECK_INTERVAL_RANGE = (1.0, 86400.0)
 # Lists from URLs (domain_urls) are fetched again this often, in seconds.
 DEFAULT_LIST_REFRESH = 86400
 # hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
@@ -38,6 +40,10 @@ class Route:
     # Bits of the packet mark hrneo owns: the rest stay as the firmware set them
     # (Keenetic and OpenWrt use marks of their own).
     mask: int = 0xFFFFFFFF
+    # An `unreachable` default in the table below the real one: while the
+    # interface is gone, marked traffic is refused instead of taking the main
+    # table's route out of the WAN. Off by default: see the README ("Trust").
+    kill_switch: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,10 +111,10 @@ class FirewallConfig:
 
     manage_rules: bool = True
     dns_chains: tuple[str, ...] = DEFAULT_DNS_CHAINS
-    # Only answers to queries the router forwarded or sent count (conntrack
-    # ESTABLISHED, reply direction).
-    verify_answers: bool = True
     ipv6: bool = True
+    # Capture rules take only replies of flows conntrack has seen start with a
+    # query (`--ctstate ESTABLISHED --ctdir REPLY`): no unsolicited "answers".
+    verify_answers: bool = True
     recheck_interval: float = DEFAULT_RECHECK_INTERVAL
     rule_priority: int = DEFAULT_RULE_PRIORITY
     iptables: str = "iptables"
@@ -130,4 +136,10 @@ class Config:
     # Keep a conntrack index from kernel events, so a flush needs no table dump.
     conntrack_events: bool = True
     list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
+    # Only answers from these sources count (CIDR text, "203.0.113.53/32"); () = any.
+    trusted_resolvers: tuple[str, ...] = ()
+    log: str = "stderr"  # or "syslog" (through /dev/log)
+    # Prometheus endpoint (address, port); only loopback unless metrics_allow_remote.
+    metrics_listen: tuple[str, int] | None = None
+    metrics_allow_remote: bool = False
     watchlist: Watchlist = field(default_factory=Watchlist, repr=False, compare=False)

@@ -4,8 +4,8 @@ TypeError with the reason, which the loader prefixes with `file:line`."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
-import urllib.parse
 from typing import Callable
 
 _SETNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,31}$")
@@ -72,10 +72,40 @@ def nonempty_str(v: object) -> str:
 
 
 def nonneg_float(v: object) -> float:
-    """A number of seconds >= 0."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+    """A finite number of seconds >= 0."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
         raise ValueError(f"expected a number of seconds >= 0, not {v!r}")
     return float(v)
+
+
+def interval(lo: float, hi: float) -> Callable[[object], float]:
+    """A converter for a period in seconds: lo..hi, or 0 (off). Rejects .nan and .inf.
+
+    A floor keeps a typo such as 1e-9 from turning a periodic job into a busy loop.
+    """
+
+    def conv(v: object) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"expected a number of seconds, not {v!r}")
+        if v != 0 and not lo <= v <= hi:  # NaN fails both comparisons
+            raise ValueError(f"{v!r} is out of range {lo:g}..{hi:g} seconds (or 0: off)")
+        return float(v)
+
+    return conv
+
+
+def network(v: object) -> tuple[str, bool]:
+    """An IPv4/IPv6 address or network as CIDR text ("192.0.2.53/32"), and
+    whether host bits were set (then the network they belong to is meant)."""
+    if not isinstance(v, str):
+        raise TypeError(f"{v!r} is not an IPv4/IPv6 address or network")
+    if "%" in v:
+        raise ValueError(f"{v!r}: a scope (%interface) cannot be matched; leave it out")
+    try:
+        iface = ipaddress.ip_interface(v.strip())
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IPv4/IPv6 address or network") from None
+    return str(iface.network), iface.ip != iface.network.network_address
 
 
 def path(v: object) -> str:
@@ -98,6 +128,8 @@ def check_url(v: object) -> str:
     """`v` if it is an http(s) URL with a host and no spaces; else ValueError/TypeError."""
     if not isinstance(v, str):
         raise TypeError(f"{v!r} is not a URL")
+    import urllib.parse  # only with domain_urls (OpenWrt ships urllib separately)
+
     parts = urllib.parse.urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{v!r} is not an http:// or https:// URL")
@@ -157,3 +189,68 @@ def ip_of(version: int) -> Callable[[object], str]:
         return str(addr)
 
     return conv
+
+
+LOG_TARGETS = ("stderr", "syslog")
+
+
+def log_target(v: object) -> str:
+    """Where the daemon logs: stderr or syslog."""
+    if v not in LOG_TARGETS:
+        raise ValueError(f"expected stderr or syslog, not {v!r}")
+    return str(v)
+
+
+def metrics_listen(v: object) -> tuple[str, int]:
+    """`ADDRESS:PORT` with an IP literal (`[V6]:PORT` for IPv6), or a bare port
+    (then 127.0.0.1) -> (address, port)."""
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise TypeError(f"expected ADDRESS:PORT (e.g. 127.0.0.1:9110), not {v!r}")
+    text = str(v).strip()
+    if text.isdigit():
+        text = f"127.0.0.1:{text}"
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{v!r} is not ADDRESS:PORT (e.g. 127.0.0.1:9110)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        version = 6
+    elif ":" in host:
+        raise ValueError(f"{v!r}: write an IPv6 address in brackets, e.g. [::1]:9110")
+    else:
+        version = 4
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address (names are not looked up)") from None
+    if addr.version != version:
+        raise ValueError(f"{v!r}: write an IPv6 address in brackets, e.g. [::1]:9110")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{v!r}: the port must be 1..65535")
+    return str(addr), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8 or ::1 (an unspecified address such as 0.0.0.0 is not)."""
+    return ipaddress.ip_address(host).is_loopback
+
+
+def metrics_exposure(listen: tuple[str, int] | None, allow_remote: bool) -> tuple[bool, str | None]:
+    """The rule for metrics_listen: a loopback address is always served; any other
+    (0.0.0.0 and :: included) only with `metrics_allow_remote: true` written beside
+    it, and then said as a warning so `hrneo check` shows it. Returns (ok, note):
+    the note is an error when not ok, else a warning (or None)."""
+    if listen is None:
+        note = "metrics_allow_remote without metrics_listen does nothing" if allow_remote else None
+        return True, note
+    host, port = listen
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+    if is_loopback(host):
+        return True, (f"metrics_allow_remote: {url} is loopback anyway" if allow_remote else None)
+    if not allow_remote:
+        return False, (
+            f"metrics_listen: {host} is not a loopback address, so any host that reaches it "
+            f"reads hrneo's counters; write `metrics_allow_remote: true` beside it to serve "
+            f"{url} there"
+        )
+    return True, f"metrics_listen: {url} is served to other hosts (metrics_allow_remote: true)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from hrneo import errors
 from hrneo.config import DEFAULT_TIMEOUT
 from hrneo.domains import address_of, normalize_domain
+from hrneo.safeio import MAX_LIST_BYTES, FileRefused, open_regular, read_capped
 
 SET_MAX = 31  # IPSET_MAXNAMELEN - 1
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -58,26 +60,37 @@ class ImportResult:
 
 
 def read_lines(path: str) -> Iterator[tuple[int, str]]:
-    """(line number, text without newline) of a UTF-8 file; ImportFailure if unreadable."""
+    """(line number, text without newline) of a UTF-8 file; ImportFailure if unreadable.
+
+    Regular files of at most 64 MiB only (hrneo.safeio): `run --hydraroute` reads
+    these on SIGHUP, where a FIFO or /dev/zero must not stop the daemon.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
+        with io.TextIOWrapper(open_regular(path, MAX_LIST_BYTES), encoding="utf-8") as f:
             for lineno, text in enumerate(f, 1):
                 yield lineno, text.rstrip("\r\n")
+    except FileRefused as e:
+        raise ImportFailure(f"{path}:0: cannot read: {e}") from None
     except OSError as e:
         raise ImportFailure(f"{path}:0: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise ImportFailure(f"{path}:0: not UTF-8 text: {e}") from None
+    except ValueError as e:  # a NUL in the path
+        raise ImportFailure(f"{path!r}:0: cannot read: {e}") from None
 
 
 def read_text(path: str) -> str:
-    """A whole UTF-8 file; ImportFailure if unreadable."""
+    """A whole UTF-8 file (a regular file of at most 64 MiB); ImportFailure if unreadable."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_capped(path, MAX_LIST_BYTES).decode("utf-8")
+    except FileRefused as e:
+        raise ImportFailure(f"{path}:0: cannot read: {e}") from None
     except OSError as e:
         raise ImportFailure(f"{path}:0: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise ImportFailure(f"{path}:0: not UTF-8 text: {e}") from None
+    except ValueError as e:
+        raise ImportFailure(f"{path!r}:0: cannot read: {e}") from None
 
 
 def rules(path: str) -> Iterator[tuple[str, str]]:

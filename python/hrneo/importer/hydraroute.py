@@ -85,12 +85,14 @@ _BOOLS = {
     "reconnect": "conntrack_flush",  # the old name of ConntrackFlush
     "l7CaptureEnabled": "l7_capture",
 }
-# key -> (attribute, lowest valid value); below it HydraRoute keeps its default.
+# key -> (attribute, lowest valid value, highest one hrneo takes); below the
+# lowest HydraRoute keeps its default, above the highest the default is used too
+# (a timeout above hrneo's highest is cut to it further on, with its own warning).
 _INTS = {
-    "IpsetTimeout": ("timeout", 0),
-    "IpsetMaxElem": ("maxelem", 1),
-    "InterfaceFwMarkStart": ("mark_start", 1),
-    "InterfaceTableStart": ("table_start", 1),
+    "IpsetTimeout": ("timeout", 0, 2**63),
+    "IpsetMaxElem": ("maxelem", 1, 2**31 - 1),
+    "InterfaceFwMarkStart": ("mark_start", 1, 0xFFFF0000),
+    "InterfaceTableStart": ("table_start", 1, 2**31 - 1024),
 }
 _PATHS = {"watchlistPath": "watchlist", "CIDRfile": "cidr_file"}
 
@@ -108,10 +110,12 @@ def parse_hrneo_conf(b: Builder, path: str) -> HydraRouteSettings:
                 b.warn(where, f"{key}={value}: only `true` is true for HydraRoute; read as false")
             setattr(s, _BOOLS[key], value == "true")
         elif key in _INTS:
-            attr, lo = _INTS[key]
+            attr, lo, hi = _INTS[key]
+            default = getattr(HydraRouteSettings, attr)
             if not _INT_RE.match(value):
-                default = getattr(HydraRouteSettings, attr)
                 b.warn(where, f"{key}={value!r} is not a number; HydraRoute uses {default}")
+            elif int(value) > hi:
+                b.warn(where, f"{key}={value} is out of range (at most {hi}); using {default}")
             elif int(value) >= lo:
                 setattr(s, attr, int(value))
         elif key in _PATHS:

@@ -1,308 +1,19 @@
 //! The pipeline on fakes: batching, matching, flushing, errors, plan swaps.
 //! No kernel needed; the kernel tests drive the real sockets.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod fakes;
+
 use std::net::IpAddr;
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fakes::*;
 
 use super::*;
-use crate::conntrack::{Flushed, FlusherStats};
-use crate::ipset::{Committed, Family};
+use crate::ipset::Family;
 use crate::testutil::{udp4_answer, Msg, TYPE_A, TYPE_AAAA};
-use crate::watchlist::{Origin, Watchlist};
-
-// ------------------------------------------------------------------ fakes
-
-#[derive(Default)]
-struct FakeSet {
-    members: HashMap<Entry, Option<u32>>,
-    family: Option<Family>,
-    limit: Option<usize>,
-}
-
-type CommitLog = Arc<Mutex<Vec<(String, Vec<Entry>)>>>;
-
-#[derive(Default, Clone)]
-struct Kernel {
-    sets: Arc<Mutex<HashMap<String, FakeSet>>>,
-    commits: CommitLog,
-    refuse_create: Arc<AtomicBool>,
-}
-
-impl Kernel {
-    fn members(&self, set: &str) -> HashSet<String> {
-        let sets = self.sets.lock().unwrap();
-        sets.get(set).map(|s| s.members.keys().map(|e| e.to_string()).collect()).unwrap_or_default()
-    }
-
-    fn commits_to(&self, set: &str) -> Vec<Vec<Entry>> {
-        let c = self.commits.lock().unwrap();
-        c.iter().filter(|(s, _)| s == set).map(|(_, e)| e.clone()).collect()
-    }
-}
-
-struct FakeWriter {
-    kernel: Kernel,
-    name: String,
-    timeout: Option<u32>,
-}
-
-impl SetWriter for FakeWriter {
-    fn prepare(&mut self, family: Family, spec: &PolicySpec) -> Result<Prepared> {
-        let mut sets = self.kernel.sets.lock().unwrap();
-        if !sets.contains_key(&self.name) {
-            if self.kernel.refuse_create.load(Ordering::SeqCst) {
-                return Err(Error::io("create", io::Error::from_raw_os_error(libc::EPERM)));
-            }
-            sets.insert(self.name.clone(), FakeSet { family: Some(family), ..Default::default() });
-        }
-        let set = sets.get_mut(&self.name).unwrap();
-        for e in spec.statics.iter().filter(|e| Family::of(&e.addr) == family) {
-            set.members.insert(*e, Some(0));
-        }
-        self.timeout = (spec.timeout > 0).then_some(spec.timeout);
-        Ok(Prepared {
-            learned_timeout: self.timeout,
-            notes: vec![format!("prepared {}", self.name)],
-        })
-    }
-
-    fn commit(&mut self, entries: &[Entry]) -> Result<Committed> {
-        self.kernel.commits.lock().unwrap().push((self.name.clone(), entries.to_vec()));
-        let mut sets = self.kernel.sets.lock().unwrap();
-        let Some(set) = sets.get_mut(&self.name) else {
-            return Err(crate::ipset::consts::kernel_error(&self.name, libc::ENOENT));
-        };
-        let mut c = Committed::default();
-        for e in entries {
-            if set.members.contains_key(e) {
-                c.present += 1;
-            } else if set.limit.is_some_and(|l| set.members.len() >= l) {
-                c.error.get_or_insert(crate::ipset::consts::kernel_error(&self.name, 4352));
-                continue;
-            } else {
-                c.new.push(*e);
-            }
-            set.members.insert(*e, self.timeout);
-        }
-        Ok(c)
-    }
-}
-
-/// Packets pushed by the test; a socket pair makes the fd readable while any wait.
-#[derive(Clone)]
-struct FakeSource {
-    queue: Arc<Mutex<VecDeque<Vec<u8>>>>,
-    tx: Arc<UnixDatagram>,
-    rx: Arc<UnixDatagram>,
-}
-
-impl FakeSource {
-    fn new() -> Self {
-        let (tx, rx) = UnixDatagram::pair().unwrap();
-        rx.set_nonblocking(true).unwrap();
-        tx.set_nonblocking(true).unwrap();
-        FakeSource { queue: Arc::default(), tx: Arc::new(tx), rx: Arc::new(rx) }
-    }
-
-    fn push(&self, packets: impl IntoIterator<Item = Vec<u8>>) {
-        let mut q = self.queue.lock().unwrap();
-        for p in packets {
-            q.push_back(p);
-            // A full socket buffer is readable already: that is all it is for.
-            let _ = self.tx.send(b"x");
-        }
-    }
-}
-
-impl PacketSource for FakeSource {
-    fn fd(&self) -> RawFd {
-        self.rx.as_raw_fd()
-    }
-
-    fn drain(&mut self, max: usize, on_packet: &mut dyn FnMut(Captured<'_>)) -> Result<usize> {
-        let mut n = 0;
-        let mut b = [0u8; 8];
-        while n < max {
-            let Some(p) = self.queue.lock().unwrap().pop_front() else { break };
-            let _ = self.rx.recv(&mut b);
-            on_packet(Captured { payload: &p, held: None });
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    fn stats(&self) -> CaptureStats {
-        CaptureStats::default()
-    }
-}
-
-/// Records flush calls; 3 entries per address; calls may block on a gate or fail.
-#[derive(Clone, Default)]
-struct FakeFlusher {
-    calls: Arc<Mutex<Vec<Vec<String>>>>,
-    gate_closed: Arc<AtomicBool>,
-    entered: Arc<AtomicUsize>,
-    fail_first: usize,
-    kernel: Option<Kernel>,
-    in_set_at_flush: Arc<Mutex<Vec<bool>>>,
-    /// Pretend the event index is valid: flushes are done in the submitter's thread.
-    ready: bool,
-    threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
-}
-
-impl Flusher for FakeFlusher {
-    fn event_fd(&self) -> Option<RawFd> {
-        None
-    }
-    fn poll_events(&mut self) -> Result<u64> {
-        Ok(0)
-    }
-    fn flush_counted(&mut self, addrs: &HashSet<IpAddr>) -> Result<Flushed> {
-        self.threads.lock().unwrap().push(std::thread::current().id());
-        let mut ips: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-        ips.sort();
-        if let Some(k) = &self.kernel {
-            let sets = k.sets.lock().unwrap();
-            let present: HashSet<String> =
-                sets.values().flat_map(|s| s.members.keys().map(|e| e.to_string())).collect();
-            self.in_set_at_flush.lock().unwrap().extend(ips.iter().map(|a| present.contains(a)));
-        }
-        let n = {
-            let mut c = self.calls.lock().unwrap();
-            c.push(ips);
-            c.len()
-        };
-        self.entered.fetch_add(1, Ordering::SeqCst);
-        for _ in 0..5000 {
-            if !self.gate_closed.load(Ordering::SeqCst) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if n <= self.fail_first {
-            return Err(Error::io("flush", io::Error::from_raw_os_error(libc::ENOBUFS)));
-        }
-        let per_address = addrs.iter().map(|a| (*a, 3)).collect();
-        Ok(Flushed { deleted: 3 * addrs.len() as u64, per_address })
-    }
-    fn stats(&self) -> FlusherStats {
-        FlusherStats::default()
-    }
-    fn index_ready(&self) -> bool {
-        self.ready
-    }
-}
-
-// ------------------------------------------------------------------ setup
-
-fn policies() -> Vec<PolicySpec> {
-    vec![
-        PolicySpec {
-            name: "vpn1".into(),
-            set4: Some("hr_vpn1".into()),
-            set6: Some("hr_vpn1_v6".into()),
-            timeout: 600,
-            maxelem: None,
-            reconnect: true,
-            statics: vec![Entry::parse("203.0.113.0/24").unwrap()],
-        },
-        PolicySpec {
-            name: "plain".into(),
-            set4: Some("hr_plain".into()),
-            set6: None,
-            timeout: 3600,
-            maxelem: None,
-            reconnect: false,
-            statics: vec![],
-        },
-    ]
-}
-
-fn watchlist(domains: &[(&str, u16)]) -> Arc<Watchlist> {
-    let mut w = Watchlist::new();
-    w.add_source("test.yaml");
-    for (i, (d, p)) in domains.iter().enumerate() {
-        w.add(d, *p, Origin { source: 0, line: i as u32 + 1 }).unwrap();
-    }
-    Arc::new(w)
-}
-
-fn plan(kernel: &Kernel, pols: Vec<PolicySpec>, domains: &[(&str, u16)]) -> Plan {
-    let k = kernel.clone();
-    let mut p = Plan::new(watchlist(domains), pols, |name| {
-        Ok(Box::new(FakeWriter { kernel: k.clone(), name: name.into(), timeout: None }))
-    })
-    .unwrap();
-    p.prepare().unwrap();
-    p
-}
-
-struct Rig {
-    kernel: Kernel,
-    source: FakeSource,
-    flusher: FakeFlusher,
-    p: Pipeline,
-}
-
-const DOMAINS: &[(&str, u16)] = &[("example.org", 0), ("example.net", 1), ("www.example.org", 1)];
-
-fn rig_with(flusher: FakeFlusher) -> Rig {
-    let kernel = Kernel::default();
-    let source = FakeSource::new();
-    let p = Pipeline::new(
-        Box::new(source.clone()),
-        plan(&kernel, policies(), DOMAINS),
-        Some(Box::new(flusher.clone())),
-    )
-    .unwrap();
-    Rig { kernel, source, flusher, p }
-}
-
-fn rig() -> Rig {
-    rig_with(FakeFlusher::default())
-}
-
-/// An answer packet: qname -> CNAMEs along `chain` -> the addresses on the last name.
-fn answer(chain: &[&str], addrs: &[&str]) -> Vec<u8> {
-    let last = chain[chain.len() - 1];
-    let mut m = Msg::new(1, true, chain[0], TYPE_A, (chain.len() - 1 + addrs.len()) as u16);
-    for w in chain.windows(2) {
-        m = m.cname(w[0], 60, w[1]);
-    }
-    for a in addrs {
-        m = match a.parse::<IpAddr>().unwrap() {
-            IpAddr::V4(v4) => m.a(last, 60, v4.octets()),
-            IpAddr::V6(_) => m.aaaa(last, 60, a),
-        };
-    }
-    udp4_answer(&m.buf)
-}
-
-impl Rig {
-    fn feed(&mut self, packets: Vec<Vec<u8>>) {
-        self.source.push(packets);
-        self.p.process_queued(usize::MAX);
-    }
-
-    fn stats(&self, policy: &str) -> PolicyCounters {
-        self.p.policy_counters().into_iter().find(|(n, _)| n == policy).unwrap().1
-    }
-
-    fn flush_calls(&self) -> Vec<Vec<String>> {
-        assert!(self.p.wait_flushed(Duration::from_secs(5)));
-        self.flusher.calls.lock().unwrap().clone()
-    }
-}
-
-fn set(items: &[&str]) -> HashSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-// ------------------------------------------------------------------ tests
 
 #[test]
 fn prepare_creates_sets_and_statics() {
@@ -649,45 +360,75 @@ fn a_flush_from_a_valid_index_is_done_at_once_in_the_pipeline_thread() {
 }
 
 #[test]
-#[ignore]
-fn timing_of_the_processing_alone() {
+fn untrusted_sources_and_protected_addresses_add_nothing() {
     let mut r = rig();
-    r.p.process_queued(1); // sizes the scratch buffers for the plan
-    let unwatched = answer(
-        &["q1.other.example.net"],
-        &["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::4"],
-    );
-    let n = 200_000;
-    let t0 = Instant::now();
-    for _ in 0..n {
-        handle_packet(
-            &unwatched,
-            &r.p.plan,
-            &mut r.p.book,
-            &mut r.p.counters,
-            &mut r.p.scratch,
-            false,
-        );
+    // udp4_answer's packets come from 192.0.2.1.
+    r.p.set_trusted(vec![Entry::parse("203.0.113.53").unwrap()]);
+    r.feed(vec![answer(&["a.example.org"], &["198.51.100.1"])]);
+    assert_eq!(r.p.counters().untrusted, 1);
+    assert!(!r.kernel.members("hr_vpn1").contains("198.51.100.1"));
+    r.p.set_trusted(vec![Entry::parse("192.0.2.0/24").unwrap()]);
+    r.p.set_protected(vec![Entry::parse("198.51.100.0/28").unwrap()]);
+    r.feed(vec![answer(
+        &["b.example.org"],
+        &["198.51.100.2", "198.51.100.20", "0.0.0.0", "127.0.0.1", "::", "fe80::1", "2001:db8::20"],
+    )]);
+    let m = r.kernel.members("hr_vpn1");
+    assert!(m.contains("198.51.100.20") && !m.contains("198.51.100.2") && !m.contains("0.0.0.0"));
+    assert!(r.kernel.members("hr_vpn1_v6").contains("2001:db8::20"));
+    assert!(!r.kernel.members("hr_vpn1_v6").contains("::"));
+    assert_eq!(r.stats("vpn1").protected, 5);
+}
+
+#[test]
+fn a_full_set_is_counted_logged_once_and_still_refreshes() {
+    let mut r = rig();
+    {
+        let mut sets = r.kernel.sets.lock().unwrap();
+        let s = sets.get_mut("hr_vpn1").unwrap();
+        s.members.insert(Entry::parse("198.51.100.9").unwrap(), Some(5));
+        s.limit = Some(s.members.len());
     }
-    println!("unwatched: {:.2} us per answer", t0.elapsed().as_secs_f64() / n as f64 * 1e6);
-    let watched = answer(
-        &["q1.x.example.org"],
-        &["2001:db8::1", "2001:db8::2", "2001:db8::3", "2001:db8::4"],
-    );
-    let t0 = Instant::now();
-    for _ in 0..n {
-        handle_packet(
-            &watched,
-            &r.p.plan,
-            &mut r.p.book,
-            &mut r.p.counters,
-            &mut r.p.scratch,
-            false,
-        );
-        for p in &mut r.p.scratch.pending {
-            p.entries.clear();
-            p.seen.clear();
-        }
+    for i in 0..5 {
+        r.feed(vec![answer(
+            &["a.example.org"],
+            &["198.51.100.9", &format!("198.51.100.{}", 100 + i)],
+        )]);
     }
-    println!("watched: {:.2} us per answer", t0.elapsed().as_secs_f64() / n as f64 * 1e6);
+    let st = r.stats("vpn1");
+    assert_eq!((st.set_full, st.not_added, st.refreshed, st.new), (5, 5, 5, 0));
+    // The present entry had its timeout refreshed each time.
+    let sets = r.kernel.sets.lock().unwrap();
+    assert_eq!(sets["hr_vpn1"].members[&Entry::parse("198.51.100.9").unwrap()], Some(600));
+    drop(sets);
+    let errors: Vec<String> =
+        r.p.take_notes().into_iter().filter(|(l, _)| *l == Level::Error).map(|(_, n)| n).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("full") && errors[0].contains("1 not added"), "{errors:?}");
+}
+
+#[test]
+fn a_tcp_answer_in_many_segments_is_routed_once_whole() {
+    use crate::testutil::{ipv4, tcp_seq};
+    let mut r = rig();
+    let mut m = Msg::new(9, true, "big.example.org", TYPE_AAAA, 500);
+    for i in 0..500u16 {
+        m = m.aaaa("big.example.org", 60, &format!("2001:db8::{:x}", i + 1));
+    }
+    let mut stream = (m.buf.len() as u16).to_be_bytes().to_vec();
+    stream.extend_from_slice(&m.buf);
+    assert!(stream.len() > 20_000);
+    let segments: Vec<Vec<u8>> = stream
+        .chunks(1000)
+        .enumerate()
+        .map(|(i, c)| ipv4(6, &tcp_seq(53, 1 + 1000 * i as u32, c)))
+        .collect();
+    let (last, first) = segments.split_last().unwrap();
+    r.feed(first.to_vec());
+    assert!(r.kernel.members("hr_vpn1_v6").is_empty(), "nothing before the last byte");
+    r.feed(vec![last.clone(), last.clone()]); // a retransmission adds nothing
+    assert_eq!(r.kernel.members("hr_vpn1_v6").len(), 500);
+    assert_eq!(r.p.counters().answers, 1);
+    assert_eq!(r.p.tcp_stats().reassembled, 1);
+    assert_eq!(r.p.counters().malformed + r.p.counters().incomplete, 0);
 }
