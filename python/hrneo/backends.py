@@ -121,6 +121,21 @@ def make_firewall(fw: FirewallConfig, backend: str) -> FirewallLike:
     return Firewall(fw)
 
 
+def assemble(
+    cfg: Config, core: CoreFactory | None, firewall: FirewallLike | None
+) -> tuple[Chosen | None, CoreFactory, FirewallLike]:
+    """The daemon's backend (None when a core was given: tests), core and firewall."""
+    chosen = choose_backend(cfg) if core is None else None
+    if core is None:
+        from hrneo.pipeline import CompiledCore  # the daemon's tests run on fakes
+
+        assert chosen is not None
+        core = CompiledCore("nftables" if chosen.name == "nftables" else "ipset")
+    if firewall is None:
+        firewall = make_firewall(cfg.firewall, chosen.name if chosen else "ipset")
+    return chosen, core, firewall
+
+
 class Batch(Protocol):
     """An ipset batch: netlink (``hrneo.IpsetBatch``) or the CLI fallback."""
 

@@ -26,7 +26,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from hrneo.backends import CoreFactory, FirewallLike, PipelineLike, choose_backend, make_firewall
+from hrneo.backends import CoreFactory, FirewallLike, PipelineLike, assemble
 from hrneo.config import Config, load_config
 from hrneo.control import ControlServer
 from hrneo.errors import ConfigError, DaemonError, FirewallError
@@ -75,19 +75,8 @@ class Daemon:
         pidfile: str | None = None,
     ) -> None:
         # The backend is fixed for the daemon's life: `auto` is resolved once, here.
-        self.backend = choose_backend(config) if core is None else None
-        if core is None:
-            from hrneo.pipeline import CompiledCore  # the daemon's tests run on fakes
-
-            assert self.backend is not None
-            core = CompiledCore("nftables" if self.backend.name == "nftables" else "ipset")
+        self.backend, self.core, self.firewall = assemble(config, core, firewall)
         self.config = config
-        self.core = core
-        if firewall is None:
-            firewall = make_firewall(
-                config.firewall, self.backend.name if self.backend else "ipset"
-            )
-        self.firewall = firewall
         self.loader = loader
         self.use_control = control
         self.pipeline: PipelineLike | None = None

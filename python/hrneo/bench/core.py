@@ -4,9 +4,8 @@ Runs as root inside a private network namespace that it creates and removes,
 so the host's sets and conntrack table are never touched. Measures, in one run:
 
 - ``IpsetBatch`` add+commit of 1, 10 and 1000 new addresses, against
-  ``ipset add`` once per address and ``ipset restore`` of the same lines;
-- ``NftSetBatch`` commit of 10 and 1000 new addresses, against ``nft add
-  element`` (:mod:`hrneo.bench.nft`);
+  ``ipset add`` once per address and ``ipset restore`` of the same lines
+  (``NftSetBatch`` against ``nft add element``: :mod:`hrneo.bench.nft`);
 - ``ConntrackFlusher.flush`` of a few addresses among 10,000 entries, against
   ``conntrack -D -d ADDR`` per address;
 - ``parse_packet`` throughput on a DNS answer packet built here.
