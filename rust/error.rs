@@ -1,7 +1,8 @@
 //! The core's one error type. The PyO3 layer maps it onto Python exceptions
 //! (`impl From<Error> for PyErr` in `py::errors`): errno-carrying variants
 //! become `OSError(errno, msg)` (so Python sees `PermissionError`,
-//! `FileNotFoundError`, ...), ipset failures `hrneo.errors.IpsetError`.
+//! `FileNotFoundError`, ...), ipset failures `hrneo.errors.IpsetError`,
+//! nf_tables set failures `hrneo.errors.NftSetError`.
 
 use std::io;
 
@@ -36,6 +37,21 @@ pub enum Error {
         new: Vec<String>,
     },
 
+    /// The kernel's nf_tables code refused a request about a set. `code` is
+    /// the positive errno; `reason` says it in words, for nf_tables.
+    #[error("nftables set {set}: {reason}")]
+    Nftables {
+        /// The set, as `family table name`.
+        set: String,
+        /// errno (positive).
+        code: i32,
+        /// The code in words.
+        reason: String,
+        /// For a batch commit that failed part-way: the entries that went in as
+        /// new all the same (their conntrack flush is still due).
+        new: Vec<String>,
+    },
+
     /// An argument that could not be used (bad address, set name too long, ...).
     #[error("{0}")]
     InvalidArgument(String),
@@ -55,7 +71,7 @@ impl Error {
     pub fn errno(&self) -> Option<i32> {
         match self {
             Error::Io { source, .. } => source.raw_os_error(),
-            Error::Ipset { code, .. } => Some(*code),
+            Error::Ipset { code, .. } | Error::Nftables { code, .. } => Some(*code),
             Error::InvalidArgument(_) | Error::Closed(_) => None,
         }
     }

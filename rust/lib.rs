@@ -11,6 +11,7 @@ mod conntrack;
 mod dns;
 mod error;
 mod ipset;
+mod nftables;
 mod nl;
 mod pipeline;
 mod sys;
@@ -34,9 +35,13 @@ pub use error::{Error, Result};
 pub use ipset::{
     add_datagram, Committed, CreateSpec, Entry, Family, IpsetBatch, IpsetSession, SetHeader,
 };
+pub use nftables::{
+    kernel_refresh_mode, newsetelem_batch, NftElem, NftSetBatch, NftSetInfo, NftSetRef,
+    NftSetSession, NftSetSpec, RefreshMode, HRNEO_TABLE,
+};
 pub use pipeline::{
-    Counters, FlushTotals, Flusher, IpsetWriter, Level, Notes, Pipeline, Plan, PolicyCounters,
-    PolicySpec, Prepared, SetWriter, Wake,
+    Counters, FlushTotals, Flusher, IpsetWriter, Level, NftWriter, Notes, Pipeline, Plan,
+    PolicyCounters, PolicySpec, Prepared, SetWriter, Wake,
 };
 pub use watchlist::{Added, Hit, Origin, Watchlist};
 

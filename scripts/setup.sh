@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # On a fresh Debian/Ubuntu box (as root) install what is missing; elsewhere say what is.
 need_apt=()
-for tool in ipset iptables ip conntrack; do
+for tool in ipset iptables nft ip conntrack; do
     command -v "$tool" >/dev/null || need_apt+=("$tool")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
@@ -22,7 +22,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         pkgs=()
         for t in "${need_apt[@]}"; do
-            case "$t" in ip) pkgs+=(iproute2) ;; *) pkgs+=("$t") ;; esac
+            case "$t" in ip) pkgs+=(iproute2) ;; nft) pkgs+=(nftables) ;; *) pkgs+=("$t") ;; esac
         done
         apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
             --no-install-recommends build-essential "${pkgs[@]}"

@@ -64,8 +64,8 @@ t_start=$(date +%s)
 # ---------------------------------------------------------------- the guest system
 # The guest's packages: what the daemon drives, Python for the wheel and the test suite
 # (pytest from Debian), busybox for the initramfs. iptables is used in its legacy flavour,
-# as on Entware.
-GUEST_PACKAGES="python3,python3-yaml,python3-pytest,python3-pytest-timeout,ipset,iptables,conntrack,iproute2,kmod,procps,busybox-static"
+# as on Entware; nftables is the second backend's (tests/kernel/test_nftset.py and friends).
+GUEST_PACKAGES="python3,python3-yaml,python3-pytest,python3-pytest-timeout,ipset,iptables,nftables,conntrack,iproute2,kmod,procps,busybox-static"
 case "$ARCH" in
     arm64)
         KERNEL_PACKAGE=linux-image-arm64

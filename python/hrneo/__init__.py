@@ -5,7 +5,8 @@ The core classes come from the compiled Rust module ``hrneo._core``:
 :class:`NfqueueReader` (hold mode: answers held by NFQUEUE until accepted),
 :class:`IpsetBatch` (batched ipset adds that report which addresses were new),
 :class:`ConntrackFlusher` (deletes the conntrack entries of new addresses),
-:class:`IpsetSession` (the kernel's set verbs), :class:`Watchlist` (the
+:class:`IpsetSession` (the kernel's set verbs), :class:`NftSetBatch` and
+:class:`NftSetSession` (the same for nftables sets), :class:`Watchlist` (the
 compiled domain matcher), and :class:`Plan` / :class:`Pipeline` (the daemon's
 hot path, all in Rust). Errors are in :mod:`hrneo.errors`.
 """
@@ -23,15 +24,18 @@ from hrneo._core import (
     IpsetSession,
     NflogReader,
     NfqueueReader,
+    NftSetBatch,
+    NftSetSession,
     Pipeline,
     Plan,
     Watchlist,
     WatchMatch,
     __version__,
     ipset_add_message,
+    nftset_add_message,
     parse_packet,
 )
-from hrneo.errors import HrneoError, IpsetError
+from hrneo.errors import HrneoError, IpsetError, NftSetError, SetError
 
 __all__ = [
     "ConntrackFlusher",
@@ -43,12 +47,17 @@ __all__ = [
     "IpsetSession",
     "NflogReader",
     "NfqueueReader",
+    "NftSetBatch",
+    "NftSetError",
+    "NftSetSession",
     "Pipeline",
     "Plan",
+    "SetError",
     "WatchMatch",
     "Watchlist",
     "__version__",
     "ipset_add_message",
+    "nftset_add_message",
     "parse_packet",
 ]
 

@@ -4,7 +4,7 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Literal, Protocol, final
 
-from typing_extensions import Self
+from typing_extensions import Self, TypeAlias
 
 from hrneo.status import PipelineStats
 
@@ -16,6 +16,8 @@ __all__ = [
     "IpsetSession",
     "NflogReader",
     "NfqueueReader",
+    "NftSetBatch",
+    "NftSetSession",
     "Pipeline",
     "Plan",
     "WatchMatch",
@@ -26,6 +28,8 @@ __all__ = [
     "_ipset_reason",
     "_ipset_refusal",
     "ipset_add_message",
+    "nft_refresh_mode",
+    "nftset_add_message",
     "parse_packet",
 ]
 
@@ -221,6 +225,96 @@ def _ipset_refusal(entry: str, family: str, settype: str) -> tuple[int, str] | N
 def _ipset_reason(code: int) -> str: ...
 def _ipset_check_name(name: str) -> None: ...
 
+# ---------------------------------------------------------------- nftables
+
+_NftKey: TypeAlias = Literal["ipv4_addr", "ipv6_addr"]
+
+@final
+class NftSetBatch(_Closeable):
+    """Queue addresses for one nftables set; commit() adds them and returns the NEW ones.
+
+    `set_name` is dnsmasq's notation: `family#table#set`, `table#set` (inet), or a bare
+    `set` in hrneo's own table `inet hrneo`. `refresh`: how a present element gets its
+    timeout reset ("auto": learned from the kernel at the first refresh; "update": a
+    plain add, Linux 6.12+; "readd": delete and add in one transaction, any kernel)."""
+
+    @property
+    def set_name(self) -> str:
+        """The set as `family#table#set`."""
+    @property
+    def timeout(self) -> int | None: ...
+    @property
+    def refresh(self) -> Literal["auto", "update", "readd"]: ...
+    def __new__(
+        cls,
+        set_name: str,
+        *,
+        timeout: int | None = None,
+        refresh: Literal["auto", "update", "readd"] = "auto",
+    ) -> Self: ...
+    def add(self, ip: str) -> None:
+        """Queue an IPv4/IPv6 address, or a network for interval sets. ValueError if unparsable."""
+    def extend(self, ips: Iterable[str]) -> None:
+        """Queue several; nothing is queued if one of them does not parse."""
+    def __len__(self) -> int: ...
+    def clear(self) -> None: ...
+    def commit(self) -> list[str]:
+        """Send the queue to the kernel; return the addresses that were not present
+        (or had expired). Present entries of a timeout set get their timeout reset.
+        A refusal is hrneo.errors.NftSetError; its `new` lists the entries that went in
+        as new all the same."""
+
+@final
+class NftSetSession(_Closeable):
+    """A netlink session for the kernel's nftables set verbs (one socket, reused).
+    Sets are named as NftSetBatch names them."""
+
+    def __new__(cls) -> Self: ...
+    def create(
+        self,
+        set_name: str,
+        key: _NftKey = "ipv4_addr",
+        *,
+        interval: bool = True,
+        timeout: int | None = None,
+        size: int | None = None,
+        exist_ok: bool = False,
+    ) -> None:
+        """Create an address set (and its table, if missing). `timeout`: None, no
+        timeouts; 0, timeouts without a default; else the default in seconds.
+        With `exist_ok`, a set of that name is kept as it is."""
+    def exists(self, set_name: str) -> bool: ...
+    def table_exists(self, family: str, table: str) -> bool: ...
+    def create_table(self, family: str, table: str) -> None: ...
+    def info(self, set_name: str) -> dict[str, str | int | float | bool | None]:
+        """family, table, name, key ("ipv4_addr"/"ipv6_addr"), interval, timeout (the set
+        has timeouts), default_timeout (seconds or None), size (None: no limit), handle,
+        entries."""
+    def test(self, set_name: str, ip: str) -> bool:
+        """Whether `ip` is in the set (in an interval set: inside one of its intervals)."""
+    def members(self, set_name: str) -> list[str]:
+        """Addresses, networks as "a/len", other ranges as "a-b"."""
+    def expiries(self, set_name: str) -> list[tuple[str, float | None]]:
+        """Each member and the seconds it has left (None: it never expires)."""
+    def flush(self, set_name: str) -> None: ...
+    def destroy(self, set_name: str) -> None: ...
+
+def nftset_add_message(
+    set_name: str,
+    ips: list[str],
+    *,
+    interval: bool = True,
+    timeout: int | None = None,
+    seq: int = 1,
+    per_message: int = 256,
+) -> bytes:
+    """The transaction NftSetBatch.commit() sends for absent entries (pure): BEGIN,
+    NEWSETELEM messages of up to `per_message` entries (the last acked), END."""
+
+def nft_refresh_mode() -> Literal["update", "readd"] | None:
+    """How this kernel resets a present element's timeout, once a commit in this
+    process had to (None before)."""
+
 # ---------------------------------------------------------------- conntrack
 
 @final
@@ -297,6 +391,10 @@ class _PolicyLike(Protocol):
     @property
     def ipset6(self) -> str | None: ...
     @property
+    def nft_set4(self) -> str: ...
+    @property
+    def nft_set6(self) -> str | None: ...
+    @property
     def timeout(self) -> int: ...
     @property
     def maxelem(self) -> int | None: ...
@@ -309,7 +407,16 @@ class _PolicyLike(Protocol):
 class Plan:
     """A config compiled for the pipeline: watchlist, each policy's sets, a writer per set."""
 
-    def __new__(cls, watchlist: Watchlist, policies: Iterable[_PolicyLike]) -> Self: ...
+    def __new__(
+        cls,
+        watchlist: Watchlist,
+        policies: Iterable[_PolicyLike],
+        *,
+        backend: Literal["ipset", "nftables"] = "ipset",
+    ) -> Self:
+        """`backend`: the policies' ipset/ipset6 (ipset) or nft_set4/nft_set6 (nftables)."""
+    @property
+    def backend(self) -> Literal["ipset", "nftables"]: ...
     def prepare(self) -> list[str]:
         """Create missing sets, check families, decide timeouts, add static entries;
         returns the lines to log."""

@@ -2,16 +2,20 @@
 
 The daemon builds its hot path through a :class:`CoreFactory`; the real one
 (:class:`hrneo.pipeline.CompiledCore`) opens netlink sockets, tests pass fakes.
-An nftables set backend plugs in as another factory.
+Which sets and rules (ipset + iptables, or nftables) is :func:`choose_backend`'s
+answer for the config.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
-    from hrneo.config import Config
+    from hrneo.config import Config, FirewallConfig
     from hrneo.status import PipelineStats
 
 
@@ -44,6 +48,93 @@ class CoreFactory(Protocol):
 
     def plan(self, cfg: Config) -> PlanLike: ...
     def pipeline(self, plan: PlanLike, cfg: Config) -> PipelineLike: ...
+
+
+class FirewallLike(Protocol):
+    """Rules, ip rules and routes the daemon owns: :class:`hrneo.firewall.Firewall`
+    (iptables) or :class:`hrneo.firewall_nft.NftFirewall` (nftables)."""
+
+    prefix: list[str]  # prepended to every command (tests: `ip netns exec NS`)
+    unverified: set[int]  # families whose capture rules lack the conntrack match
+
+    @property
+    def items(self) -> Sequence[Any]: ...
+    @property
+    def missing(self) -> set[Any]: ...
+    @property
+    def run(self) -> Callable[[Sequence[str]], subprocess.CompletedProcess[str]]: ...
+    def describe(self, item: Any) -> str: ...
+    def start(self, cfg: Config, *, clean_stale: bool = True) -> None: ...
+    def apply(self, cfg: Config) -> None: ...
+    def reconcile(self) -> int: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The set and rule backend in use, and why."""
+
+    name: str  # "ipset" or "nftables"
+    why: str
+
+
+def _ipset_module() -> str | None:
+    """None if the kernel answers ipset requests (loading the module if it can), else why not."""
+    from hrneo import IpsetSession
+
+    try:
+        with IpsetSession() as s:
+            s.exists("hrneo-probe")
+    except OSError as e:
+        return f"the ipset kernel module does not answer ({e})"
+    return None
+
+
+def choose_backend(
+    cfg: Config,
+    *,
+    which: Callable[[str], str | None] = shutil.which,
+    ipset_probe: Callable[[], str | None] = _ipset_module,
+) -> Chosen:
+    """`cfg.backend`, with `auto` resolved: nftables when the ipset module or the
+    iptables programs are missing, else ipset (the rules hrneo has always used)."""
+    if cfg.backend != "auto":
+        return Chosen(cfg.backend, "set in the config")
+    fw: FirewallConfig = cfg.firewall
+    progs = [fw.iptables] + ([fw.ip6tables] if fw.ipv6 else [])
+    lacking = [p for p in progs if which(p) is None]
+    if lacking:
+        return Chosen("nftables", f"backend auto: {', '.join(lacking)} not found")
+    why_not = ipset_probe()
+    if why_not is not None:
+        return Chosen("nftables", f"backend auto: {why_not}")
+    return Chosen("ipset", "backend auto: the ipset module and the iptables programs are here")
+
+
+def make_firewall(fw: FirewallConfig, backend: str) -> FirewallLike:
+    """The firewall of a backend."""
+    if backend == "nftables":
+        from hrneo.firewall_nft import NftFirewall
+
+        return NftFirewall(fw)
+    from hrneo.firewall import Firewall
+
+    return Firewall(fw)
+
+
+def assemble(
+    cfg: Config, core: CoreFactory | None, firewall: FirewallLike | None
+) -> tuple[Chosen | None, CoreFactory, FirewallLike]:
+    """The daemon's backend (None when a core was given: tests), core and firewall."""
+    chosen = choose_backend(cfg) if core is None else None
+    if core is None:
+        from hrneo.pipeline import CompiledCore  # the daemon's tests run on fakes
+
+        assert chosen is not None
+        core = CompiledCore("nftables" if chosen.name == "nftables" else "ipset")
+    if firewall is None:
+        firewall = make_firewall(cfg.firewall, chosen.name if chosen else "ipset")
+    return chosen, core, firewall
 
 
 class Batch(Protocol):

@@ -198,7 +198,9 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
     for w in warnings:
         print(f"{w} (warning)", file=out)
     print(
-        f"{path}: ok: {len(cfg.policies)} policies, {len(cfg.watchlist)} domains", file=sys.stdout
+        f"{path}: ok: {len(cfg.policies)} policies, {len(cfg.watchlist)} domains, "
+        f"backend {cfg.backend}",
+        file=sys.stdout,
     )
     return EXIT_OK
 

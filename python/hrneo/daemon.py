@@ -26,11 +26,10 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, cast
 
-from hrneo.backends import CoreFactory, PipelineLike
+from hrneo.backends import CoreFactory, FirewallLike, PipelineLike, assemble
 from hrneo.config import Config, load_config
 from hrneo.control import ControlServer
 from hrneo.errors import ConfigError, DaemonError, FirewallError
-from hrneo.firewall import Firewall, describe
 from hrneo.instance import LOCK_PREFIX, InstanceLock
 from hrneo.pidfile import remove_pidfile, write_pidfile
 from hrneo.status import (
@@ -81,19 +80,15 @@ class Daemon:
         config: Config,
         *,
         core: CoreFactory | None = None,
-        firewall: Firewall | None = None,
+        firewall: FirewallLike | None = None,
         loader: Callable[[str], tuple[Config, list[str]]] = load_config,
         control: bool = True,
         lock_prefix: str = LOCK_PREFIX,
         pidfile: str | None = None,
     ) -> None:
-        if core is None:
-            from hrneo.pipeline import CompiledCore  # the daemon's tests run on fakes
-
-            core = CompiledCore()
+        # The backend is fixed for the daemon's life: `auto` is resolved once, here.
+        self.backend, self.core, self.firewall = assemble(config, core, firewall)
         self.config = config
-        self.core = core
-        self.firewall = firewall if firewall is not None else Firewall(config.firewall)
         self.loader = loader
         self.use_control = control
         self.pipeline: PipelineLike | None = None
@@ -133,6 +128,8 @@ class Daemon:
         self.lock.acquire()  # DaemonError if another daemon has the group or socket
         self._locked = True
         others = self.lock.others()
+        if self.backend is not None:
+            log.info("sets and rules: %s (%s)", self.backend.name, self.backend.why)
         plan = self.core.plan(cfg)
         try:
             notes = plan.prepare()
@@ -240,6 +237,8 @@ class Daemon:
             log.warning("conntrack_events change takes effect at the next restart")
         if cfg.log != old.log:
             log.warning("log change takes effect at the next restart")
+        if cfg.backend != old.backend:
+            log.warning("backend change takes effect at the next restart")
         if cfg.metrics_listen != old.metrics_listen:
             self._serve_metrics(cfg.metrics_listen)
         self.config = cfg
@@ -349,12 +348,15 @@ class Daemon:
 
         by_name = ps["policies"] if ps else {}
         policies: list[PolicyStatus] = []
+        nft = self.backend is not None and self.backend.name == "nftables"
         for p in self.config.policies:
             c = by_name.get(p.name)
             zero = dict.fromkeys(PolicyCounters.__annotations__, 0)
+            # The sets the addresses go to: with nftables, `family#table#set`.
+            sets = (p.nft_set4, p.nft_set6) if nft else (p.ipset, p.ipset6)
             entry = {
                 **zero, **(c or {}),
-                "name": p.name, "ipset": p.ipset, "ipset6": p.ipset6, "domains": p.domain_count,
+                "name": p.name, "ipset": sets[0], "ipset6": sets[1], "domains": p.domain_count,
             }  # fmt: skip
             policies.append(cast(PolicyStatus, entry))
         return {
@@ -363,6 +365,7 @@ class Daemon:
             "nflog_group": self.config.nflog_group,
             "capture_mode": self.config.capture,
             "nfqueue_num": self.config.nfqueue_num,
+            "backend": self.backend.name if self.backend else "ipset",
             "uptime": time.time() - self.started,
             "events_per_s": round(self.rate, 1),
             "events": count("events"),
@@ -389,7 +392,7 @@ class Daemon:
             "firewall": {
                 "managed": self._firewall_on,
                 "items": len(self.firewall.items),
-                "missing": sorted(describe(i) for i in self.firewall.missing),
+                "missing": sorted(self.firewall.describe(i) for i in self.firewall.missing),
                 "verify_answers": self.config.firewall.verify_answers,
                 "unverified": sorted(self.firewall.unverified),
             },

@@ -15,14 +15,13 @@ class HrneoError(Exception):
     """Base class of hrneo's exceptions."""
 
 
-class IpsetError(OSError, HrneoError):
-    """The kernel refused an ipset request.
+class SetError(OSError, HrneoError):
+    """The kernel refused a request about a set (ipset or nf_tables).
 
-    ``errno`` is the kernel's code (an errno, or an IPSET_ERR_* number above
-    4095), ``strerror`` says it in words, ``set_name`` names the set. For a
-    batch commit that failed part-way (a set that got full), ``new`` lists the
-    entries that went in as new all the same: they are in the set, and their
-    conntrack entries are still to be flushed.
+    ``errno`` is the kernel's code, ``strerror`` says it in words, ``set_name``
+    names the set. For a batch commit that failed part-way (a set that got
+    full), ``new`` lists the entries that went in as new all the same: they are
+    in the set, and their conntrack entries are still to be flushed.
     """
 
     def __init__(
@@ -31,6 +30,16 @@ class IpsetError(OSError, HrneoError):
         super().__init__(code, message)
         self.set_name = set_name
         self.new = list(new)
+
+
+class IpsetError(SetError):
+    """The kernel refused an ipset request (``errno``: an errno, or an
+    IPSET_ERR_* number above 4095)."""
+
+
+class NftSetError(SetError):
+    """The kernel refused an nf_tables set request (``errno``: an errno;
+    ``set_name``: ``family table set``, as nft writes it)."""
 
 
 class ConfigError(HrneoError):

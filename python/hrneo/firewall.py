@@ -115,6 +115,11 @@ def capture_target(cfg: Config) -> tuple[str, ...]:
     return ("-j", "NFLOG", "--nflog-group", str(cfg.nflog_group))
 
 
+def route_items(cfg: Config) -> list[Item]:
+    """The `ip rule`s and table routes of `cfg` alone (the nftables backend's share)."""
+    return [i for i in desired_items(cfg) if not isinstance(i, IptRule)]
+
+
 def desired_items(cfg: Config, unverified: Collection[int] = ()) -> list[Item]:
     """What the daemon installs for `cfg`, in install order.
 
@@ -322,6 +327,12 @@ class Firewall:
     # -- whole configs ---------------------------------------------------------
     def cleanup_stale(self, priorities: Sequence[int] = ()) -> int:
         """Delete hrneo rules left by an earlier run (crash); return how many."""
+        removed = self._cleanup_iptables() + self.cleanup_stale_ip_rules(priorities)
+        if removed:
+            log.warning("removed %d stale hrneo rule(s) left by an earlier run", removed)
+        return removed
+
+    def _cleanup_iptables(self) -> int:
         removed = 0
         progs = [(4, self.fw.iptables)] + ([(6, self.fw.ip6tables)] if self.fw.ipv6 else [])
         for _family, prog in progs:
@@ -336,6 +347,11 @@ class Firewall:
                     proc = self.run([*self.prefix, prog, "-w", "-t", table, *argv])
                     if proc.returncode == 0:
                         removed += 1
+        return removed
+
+    def cleanup_stale_ip_rules(self, priorities: Sequence[int] = ()) -> int:
+        """Delete `ip rule`s at hrneo's priorities left by an earlier run; return how many."""
+        removed = 0
         prios = set(priorities) | {self.fw.rule_priority}
         for family in (4, 6) if self.fw.ipv6 else (4,):
             out = self.run([*self.prefix, self.fw.ip, f"-{family}", "rule", "show"])
@@ -349,8 +365,6 @@ class Firewall:
                 )  # fmt: skip
                 if proc.returncode == 0:
                     removed += 1
-        if removed:
-            log.warning("removed %d stale hrneo rule(s) left by an earlier run", removed)
         return removed
 
     def start(self, cfg: Config, *, clean_stale: bool = True) -> None:
@@ -386,8 +400,12 @@ class Firewall:
         raise FirewallError("capture rules cannot be installed (conntrack match)")
 
     def _apply(self, cfg: Config) -> None:
-        self.fw = cfg.firewall
-        want = desired_items(cfg, self.unverified)
+        self.apply_items(cfg.firewall, desired_items(cfg, self.unverified))
+
+    def apply_items(self, fw: FirewallConfig, want: list[Item]) -> None:
+        """Make the installed items `want`: remove the old ones, add the new (the
+        nftables backend hands its ip rules and routes over this way)."""
+        self.fw = fw
         want_set = set(want)
         for item in reversed(self.items):
             if item not in want_set:
@@ -435,6 +453,10 @@ class Firewall:
             else:
                 self.missing.add(item)
         return fixed
+
+    def describe(self, item: Item) -> str:
+        """Human text of one of this firewall's items, for log lines and status."""
+        return describe(item)
 
     def stop(self) -> None:
         """Remove everything installed, in reverse order."""

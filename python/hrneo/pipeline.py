@@ -37,11 +37,14 @@ def capture_mode(cfg: Config) -> Literal["nflog", "nfqueue"]:
 
 
 class CompiledCore:
-    """The real :class:`~hrneo.backends.CoreFactory`: ipsets over netlink."""
+    """The real :class:`~hrneo.backends.CoreFactory`: ipsets or nftables sets over netlink."""
+
+    def __init__(self, backend: Literal["ipset", "nftables"] = "ipset") -> None:
+        self.backend: Literal["ipset", "nftables"] = backend
 
     def plan(self, cfg: Config) -> PlanLike:
         """The config's plan; its sets are not touched until ``prepare()``."""
-        return _core.Plan(cfg.watchlist, cfg.policies)
+        return _core.Plan(cfg.watchlist, cfg.policies, backend=self.backend)
 
     def pipeline(self, plan: PlanLike, cfg: Config) -> PipelineLike:
         """Bind the config's NFLOG group or queue, start the conntrack thread, take `plan` over."""

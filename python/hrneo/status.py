@@ -128,6 +128,7 @@ class DaemonStatus(TypedDict):
     nflog_group: int
     capture_mode: str  # "nflog" (copies) or "nfqueue" (hold mode)
     nfqueue_num: int
+    backend: str  # "ipset" or "nftables"
     uptime: float
     events_per_s: float
     events: int
@@ -171,7 +172,7 @@ def format_status(st: dict[str, Any]) -> str:
     lines = [
         (
             f"hrneo pid {st.get('pid')}  up {_ago(float(st.get('uptime', 0)))}  "
-            f"config {st.get('config')}  {capture}"
+            f"config {st.get('config')}  {capture}  sets {st.get('backend', 'ipset')}"
         ),
         (
             f"events {st.get('events', 0)}  ({st.get('events_per_s', 0)}/s)  answers "

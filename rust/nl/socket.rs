@@ -328,6 +328,58 @@ impl NetfilterSocket {
         Ok(replies)
     }
 
+    /// Send a datagram of requests numbered `first..=last` (wrapping), of which
+    /// only the last carries NLM_F_ACK, and hand every reply numbered in that
+    /// range to `on_reply` (data replies and error acks alike) until the last
+    /// request is answered by an ack or an error: the kernel handles the
+    /// requests of a datagram in order. An error for `stop_on` ends the wait
+    /// as well (an nf_tables batch whose BEGIN was refused gets nothing more,
+    /// and a failed commit is answered with BEGIN's number); what is queued
+    /// behind it is read and handed over too, so no stale reply stays queued.
+    pub fn exchange(
+        &mut self,
+        datagram: &[u8],
+        first: u32,
+        last: u32,
+        stop_on: Option<u32>,
+        on_reply: &mut dyn FnMut(&NlMsg<'_>),
+    ) -> io::Result<()> {
+        let span = last.wrapping_sub(first);
+        self.send(datagram)?;
+        let mut deadline = Instant::now() + REPLY_TIMEOUT;
+        let mut done = false;
+        let mut stopped = false;
+        while !done {
+            let mut each = |m: &NlMsg<'_>| {
+                if m.seq.wrapping_sub(first) > span {
+                    return;
+                }
+                on_reply(m);
+                if let (Some(code), Some(seq)) = (m.error_code(), m.acked_seq()) {
+                    if seq == last {
+                        done = true;
+                    } else if code != 0 && Some(seq) == stop_on {
+                        stopped = true;
+                    }
+                }
+            };
+            let got = self.recv_batch(deadline, &mut each)?;
+            if stopped && !done {
+                // Everything the kernel had to say is queued already: read it, don't wait.
+                deadline = Instant::now();
+                if !got {
+                    return Ok(());
+                }
+            } else if !got {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "netlink: the ack of the last request never arrived",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Send a dump request (which must carry `seq`) and pass every reply
     /// message to `on_msg` until NLMSG_DONE. An error reply becomes `Err`.
     pub fn dump(

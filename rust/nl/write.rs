@@ -130,6 +130,11 @@ impl<'a> MsgWriter<'a> {
         self.attr(ty, &v.to_be_bytes())
     }
 
+    /// A big-endian u64 (nf_tables timeouts; no byte-order flag there).
+    pub fn attr_be64(&mut self, ty: u16, v: u64) -> &mut Self {
+        self.attr(ty, &v.to_be_bytes())
+    }
+
     /// A NUL-terminated string.
     pub fn attr_strz(&mut self, ty: u16, s: &str) -> &mut Self {
         let mut data = Vec::with_capacity(s.len() + 1);

@@ -9,6 +9,7 @@
 
 mod flush;
 mod guard;
+mod nftwriter;
 mod notes;
 mod plan;
 mod read;
@@ -16,6 +17,7 @@ mod stats;
 
 pub use flush::{FlushTotals, FlushWorker, Flusher};
 pub use guard::Guard;
+pub use nftwriter::NftWriter;
 pub use notes::{Level, Notes};
 pub use plan::{IpsetWriter, Plan, PolicySpec, Prepared, SetWriter};
 pub use stats::{Counters, PolicyCounters};

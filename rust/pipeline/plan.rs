@@ -36,7 +36,8 @@ pub struct Prepared {
     pub notes: Vec<String>,
 }
 
-/// A kernel set the pipeline writes to (an ipset now; an nftables set can be another).
+/// A kernel set the pipeline writes to: an ipset (`IpsetWriter`) or an
+/// nf_tables set (`NftWriter`).
 pub trait SetWriter: Send {
     /// Make the set what `spec` wants: create it if missing, check its family,
     /// decide the timeouts, (re)add the static entries.
@@ -103,6 +104,12 @@ impl Plan {
     /// A plan that writes ipsets over netlink.
     pub fn with_ipsets(watchlist: Arc<Watchlist>, policies: Vec<PolicySpec>) -> Result<Plan> {
         Plan::new(watchlist, policies, |name| Ok(Box::new(IpsetWriter::open(name)?)))
+    }
+
+    /// A plan that writes nf_tables sets over netlink: a set named `name` lives
+    /// in `inet hrneo`, `family#table#set` names one in another table.
+    pub fn with_nftables(watchlist: Arc<Watchlist>, policies: Vec<PolicySpec>) -> Result<Plan> {
+        Plan::new(watchlist, policies, |name| Ok(Box::new(super::NftWriter::open(name)?)))
     }
 
     /// Prepare every set (see `SetWriter::prepare`); returns the log lines.

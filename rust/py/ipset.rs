@@ -15,7 +15,7 @@ pub struct PyIpsetBatch {
     timeout: Option<u32>,
 }
 
-fn texts(ips: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+pub(super) fn texts(ips: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     // A str is iterable too; its characters are never what the caller meant.
     if ips.is_instance_of::<PyString>() {
         return Err(pyo3::exceptions::PyTypeError::new_err(

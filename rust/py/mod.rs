@@ -8,6 +8,7 @@ mod guarded;
 mod ipset;
 mod nflog;
 mod nfqueue;
+mod nftables;
 mod pipeline;
 mod watchlist;
 
@@ -27,6 +28,8 @@ mod _core {
     use super::nflog::PyNflogReader;
     #[pymodule_export]
     use super::nfqueue::PyNfqueueReader;
+    #[pymodule_export]
+    use super::nftables::{nft_refresh_mode, nftset_add_message, PyNftSetBatch, PyNftSetSession};
     #[pymodule_export]
     use super::pipeline::{PyPipeline, PyPlan};
     #[pymodule_export]

@@ -16,14 +16,15 @@ use crate::{
 };
 
 /// The spec of one policy, read from any object with the config's attribute
-/// names (`hrneo.config.Policy`): name, ipset, ipset6, timeout, maxelem,
-/// reconnect, static.
-fn policy_spec(p: &Bound<'_, PyAny>) -> PyResult<PolicySpec> {
+/// names (`hrneo.config.Policy`): name, ipset, ipset6 (the `nftables` backend:
+/// nft_set4, nft_set6), timeout, maxelem, reconnect, static.
+fn policy_spec(p: &Bound<'_, PyAny>, nftables: bool) -> PyResult<PolicySpec> {
     let statics: Vec<String> = p.getattr("static")?.extract()?;
+    let (a4, a6) = if nftables { ("nft_set4", "nft_set6") } else { ("ipset", "ipset6") };
     Ok(PolicySpec {
         name: p.getattr("name")?.extract()?,
-        set4: p.getattr("ipset")?.extract()?,
-        set6: p.getattr("ipset6")?.extract()?,
+        set4: p.getattr(a4)?.extract()?,
+        set6: p.getattr(a6)?.extract()?,
         timeout: p.getattr("timeout")?.extract()?,
         maxelem: p.getattr("maxelem")?.extract()?,
         reconnect: p.getattr("reconnect")?.extract()?,
@@ -36,16 +37,47 @@ fn policy_spec(p: &Bound<'_, PyAny>) -> PyResult<PolicySpec> {
 #[pyclass(module = "hrneo._core", name = "Plan", frozen)]
 pub struct PyPlan {
     inner: Guarded<Plan>,
+    backend: &'static str,
 }
 
 #[pymethods]
 impl PyPlan {
+    /// `backend`: "ipset" (the policies' ipset/ipset6) or "nftables" (their
+    /// nft_set4/nft_set6: `name` in `inet hrneo`, or `family#table#set`).
     #[new]
-    fn new(py: Python<'_>, watchlist: &PyWatchlist, policies: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let specs = policies.try_iter()?.map(|p| policy_spec(&p?)).collect::<PyResult<Vec<_>>>()?;
+    #[pyo3(signature = (watchlist, policies, *, backend = "ipset"))]
+    fn new(
+        py: Python<'_>,
+        watchlist: &PyWatchlist,
+        policies: &Bound<'_, PyAny>,
+        backend: &str,
+    ) -> PyResult<Self> {
+        let (nft, backend) = match backend {
+            "ipset" => (false, "ipset"),
+            "nftables" => (true, "nftables"),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "backend must be 'ipset' or 'nftables', not {other:?}"
+                )))
+            }
+        };
+        let specs =
+            policies.try_iter()?.map(|p| policy_spec(&p?, nft)).collect::<PyResult<Vec<_>>>()?;
         let wl = watchlist.shared()?;
-        let plan = py.detach(|| Plan::with_ipsets(wl, specs))?;
-        Ok(PyPlan { inner: Guarded::new(plan, "Plan") })
+        let plan = py.detach(|| {
+            if nft {
+                Plan::with_nftables(wl, specs)
+            } else {
+                Plan::with_ipsets(wl, specs)
+            }
+        })?;
+        Ok(PyPlan { inner: Guarded::new(plan, "Plan"), backend })
+    }
+
+    /// "ipset" or "nftables".
+    #[getter]
+    fn backend(&self) -> &'static str {
+        self.backend
     }
 
     /// Create missing sets, check families, decide timeouts, add static

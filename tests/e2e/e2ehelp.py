@@ -68,16 +68,3 @@ def hrneo_rules(t: Topology) -> list[str]:
     """Every rule, ip rule and table route of hrneo's in the router, sorted."""
     dump = t.firewall_dump().splitlines()
     return sorted(x for x in dump if "hrneo:" in x or "lookup" in x or x.startswith("default"))
-
-
-def count_rule(t: Topology, family: int, spec: str) -> None:
-    """A counting rule (no target) first in the router's raw PREROUTING."""
-    prog = "iptables" if family == 4 else "ip6tables"
-    t.router.sh(f"{prog} -w -t raw -I PREROUTING {spec}")
-
-
-def counted(t: Topology, family: int, spec_part: str) -> int:
-    """Packets seen by the raw PREROUTING rules whose listing contains `spec_part`."""
-    prog = "iptables" if family == 4 else "ip6tables"
-    out = t.router.sh(f"{prog} -w -t raw -nvxL PREROUTING").stdout
-    return sum(int(line.split()[0]) for line in out.splitlines()[2:] if spec_part in line)

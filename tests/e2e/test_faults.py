@@ -19,25 +19,32 @@ from pathlib import Path
 import pytest
 from conftest import require
 from e2ehelp import hrneo_rules, in_set, resolve, sentinel, status
-from topology import DNS6, SET4, SET6, WEB4, WEB6, Topology, wait_for
+from routerops import (
+    capture_rule,
+    delete_capture_rule,
+    flush_set,
+    mark_rules,
+    wipe_marking_and_set,
+)
+from topology import BACKENDS, DNS6, SET4, SET6, WEB4, WEB6, Topology, wait_for
 
 pytestmark = pytest.mark.e2e
 
 STATIC4, STATIC6 = "203.0.113.100", "2001:db8:100::100"
-MARK_RULE = "--match-set hr_e2e dst"
 
 
-def _require_e2e() -> None:
+def _require_e2e(backend: str) -> None:
     require(os.geteuid() == 0, "needs root")
-    for tool in ("ip", "ipset", "iptables", "ip6tables", "conntrack"):
+    tools = ("ipset", "iptables", "ip6tables") if backend == "ipset" else ("nft",)
+    for tool in ("ip", "conntrack", *tools):
         require(shutil.which(tool) is not None, f"needs the `{tool}` program")
 
 
-@pytest.fixture(scope="module")
-def topo() -> Iterator[Topology]:
-    """hrneo with static entries and a 1 s periodic check."""
-    _require_e2e()
-    t = Topology()
+@pytest.fixture(scope="module", params=BACKENDS)
+def topo(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """hrneo with static entries and a 1 s periodic check, once per backend."""
+    _require_e2e(request.param)
+    t = Topology(request.param)
     try:
         t.dns.set("www.example.org", "A", "203.0.113.21")
         t.dns.set("www.example.org", "AAAA", "2001:db8:100::21")
@@ -70,7 +77,8 @@ def _works(t: Topology, label: str) -> None:
 @pytest.mark.parametrize("variant", ["same config", "same group", "same socket"])
 def test_second_daemon_is_refused_and_touches_nothing(topo: Topology, variant: str) -> None:
     before = hrneo_rules(topo)
-    assert any("NFLOG" in r for r in before) and any("MARK" in r for r in before)
+    capture, mark = topo.installed_markers()[:2]
+    assert any(capture in r for r in before) and any(mark in r for r in before), before
     text = topo.config.read_text()
     if variant == "same group":
         text = text.replace(str(topo.control), str(topo.tmp / "other.sock"))
@@ -99,8 +107,8 @@ def test_second_daemon_is_refused_and_touches_nothing(topo: Topology, variant: s
 
 def test_flushed_set_gets_its_statics_back(topo: Topology) -> None:
     assert in_set(topo, STATIC4) and in_set(topo, STATIC6)
-    topo.router.sh(f"ipset flush {SET4}")
-    topo.router.sh(f"ipset flush {SET6}")
+    flush_set(topo, SET4)
+    flush_set(topo, SET6)
     assert STATIC4 not in topo.members(SET4)
     # the periodic check (1 s here) puts them back, without a SIGHUP
     assert in_set(topo, STATIC4, timeout=5) and in_set(topo, STATIC6, timeout=5), topo.log()
@@ -109,14 +117,11 @@ def test_flushed_set_gets_its_statics_back(topo: Topology) -> None:
 
 def test_destroyed_set_comes_back_with_its_mark_rules(topo: Topology) -> None:
     # as firmware does: its mangle chains rewritten (our MARK rules gone), then the set
-    topo.router.sh("iptables -w -t mangle -F PREROUTING")
-    topo.router.sh("iptables -w -t mangle -F OUTPUT")
-    topo.router.sh(f"ipset destroy {SET4}")
-    assert topo.router.sh(f"ipset list -n {SET4}", check=False).returncode != 0
+    wipe_marking_and_set(topo, SET4)
+    assert not topo.set_exists(SET4)
 
     def back() -> bool:
-        mangle = topo.router.sh("iptables -w -t mangle -S").stdout
-        return mangle.count(MARK_RULE) == 2 and STATIC4 in topo.members(SET4)
+        return mark_rules(topo, SET4) == 2 and STATIC4 in topo.members(SET4)
 
     assert wait_for(back, timeout=8), topo.log()
     # and they work: a watched address goes to the set and out through the vpn host
@@ -163,8 +168,8 @@ def test_many_held_connections_and_too_few_descriptors(topo: Topology) -> None:
     held = _hold(topo.control, 40)
     try:
         time.sleep(0.5)
-        topo.router.sh("iptables -w -D FORWARD " + _nflog_rule(topo, "udp"))
-        topo.daemon.send_signal(signal.SIGUSR1)  # a check: iptables cannot even be started
+        delete_capture_rule(topo, "udp")
+        topo.daemon.send_signal(signal.SIGUSR1)  # a check: iptables/nft cannot even start
         topo.daemon.send_signal(signal.SIGHUP)  # a reload: the config cannot be opened
         time.sleep(2.5)
         assert topo.daemon_alive(), topo.log()
@@ -175,16 +180,8 @@ def test_many_held_connections_and_too_few_descriptors(topo: Topology) -> None:
     log = topo.log()
     assert "Too many open files" in log, log[-3000:]
     # descriptors back: the vanished rule returns at the next check, answers still count
-    assert wait_for(lambda: _nflog_rule(topo, "udp") != "", timeout=8), topo.log()
+    assert wait_for(lambda: capture_rule(topo, "udp") != "", timeout=8), topo.log()
     _works(topo, "fds")
-
-
-def _nflog_rule(t: Topology, proto: str) -> str:
-    """The argv tail of hrneo's NFLOG rule for `proto` in FORWARD ('' if missing)."""
-    for line in t.router.sh("iptables -w -S FORWARD").stdout.splitlines():
-        if "NFLOG" in line and f"-p {proto}" in line:
-            return line.split(" ", 2)[2]
-    return ""
 
 
 # ---------------------------------------------------------------- reload

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from conftest import require
 from dnsload import DnsLoad
 from dnsserver import query_udp
 from e2ehelp import in_set, resolve, sentinel, status
+from hrneo.testing.netns import Netns
 from topology import DNS4, SET4, SET6, Topology, WebServer, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -28,17 +30,38 @@ RACE_NET4 = "203.0.113.128/25"
 TRIALS = 1000
 
 
-def _require_e2e() -> None:
+def _require_e2e(backend: str) -> None:
     require(os.geteuid() == 0, "needs root")
-    for tool in ("ip", "ipset", "iptables", "ip6tables", "conntrack"):
+    tools = ("ipset", "iptables", "ip6tables") if backend == "ipset" else ("nft",)
+    for tool in ("ip", "conntrack", *tools):
         require(shutil.which(tool) is not None, f"needs the `{tool}` program")
 
 
-@pytest.fixture(scope="module")
-def topo() -> Iterator[Topology]:
-    """hrneo in hold mode; wan and vpn answer on every address of the race networks."""
-    _require_e2e()
-    t = Topology()
+def nft_can_queue() -> bool:
+    """Whether this kernel has the nftables `queue` expression (CONFIG_NFT_QUEUE)."""
+    ns = Netns("-nftq")
+    try:
+        script = "add table inet t\nadd chain inet t c\nadd rule inet t c queue num 1 bypass\n"
+        proc = subprocess.run(
+            ns.argv(["nft", "-f", "-"]), input=script, capture_output=True, text=True, check=False
+        )
+        return proc.returncode == 0
+    finally:
+        ns.delete()
+
+
+def hold_backends() -> list[str]:
+    """ipset always; nftables where the kernel can queue from nftables (this machine's
+    cannot: `test_nftables_hold_mode_without_the_queue_expression_is_refused_clearly`)."""
+    return ["ipset", *(["nftables"] if shutil.which("nft") and nft_can_queue() else [])]
+
+
+@pytest.fixture(scope="module", params=hold_backends())
+def topo(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """hrneo in hold mode (per backend that can hold); wan and vpn answer on every
+    address of the race networks."""
+    _require_e2e(request.param)
+    t = Topology(request.param)
     try:
         for ns, label in ((t.wan, "wan"), (t.vpn, "vpn")):
             ns.sh(f"ip -6 route add local {RACE_NET6}/64 dev lo")
@@ -150,6 +173,11 @@ def _under_load(t: Topology, action: object, seconds: float = 3.0) -> list[int]:
     return load.lost()
 
 
+def queue_rule(t: Topology, num: int) -> str:
+    """How the capture rule to queue `num` reads in the router's rules."""
+    return f"queue num {num}" if t.backend == "nftables" else f"--queue-num {num}"
+
+
 def _reload(t: Topology, text: str, expect: str) -> None:
     Path(t.config).write_text(text)
     assert t.daemon is not None
@@ -164,7 +192,7 @@ def test_reload_under_load_releases_every_held_answer(topo: Topology) -> None:
     try:
         # Another queue: the new one is bound first, the old one lets go of what it held.
         assert _under_load(topo, lambda: _reload(topo, to_101, "now reading nfqueue 101")) == []
-        assert "--queue-num 101" in topo.firewall_dump()
+        assert queue_rule(topo, 101) in topo.firewall_dump()
         assert _under_load(topo, lambda: _reload(topo, text, "now reading nfqueue 100")) == []
         # A new deadline only: the same socket.
         assert _under_load(topo, lambda: _reload(topo, shorter, "hold_max_ms is now 40")) == []
@@ -195,7 +223,28 @@ def test_stop_under_load_releases_every_held_answer(topo: Topology) -> None:
     try:
         lost = _under_load(topo, lambda: topo.stop_daemon(signal.SIGTERM))
         assert lost == [], f"{len(lost)} answers lost:\n{topo.log()}"
-        assert "NFQUEUE" not in topo.firewall_dump()
+        assert queue_rule(topo, 100) not in topo.firewall_dump()
     finally:
         topo.start_daemon()
     assert in_set(topo, "203.0.113.12")
+
+
+def test_nftables_hold_mode_without_the_queue_expression_is_refused_clearly() -> None:
+    """On a kernel without nft `queue`, the nftables backend cannot hold: the daemon
+    says so and what to do, and leaves nothing behind; where it can, it runs."""
+    _require_e2e("nftables")
+    t = Topology("nftables")
+    try:
+        t.write_config(domains=["example.org"], list_lines=[], capture="nfqueue")
+        t.log_path = t.tmp / "daemon.log"
+        proc = t.spawn(t.config, t.log_path)
+        if nft_can_queue():
+            assert wait_for(lambda: "hrneo running" in t.log(), timeout=15), t.log()
+            proc.terminate()
+            assert proc.wait(10) == 0
+        else:
+            assert proc.wait(30) == 1, t.log()
+            assert "CONFIG_NFT_QUEUE" in t.log() and "backend: ipset" in t.log(), t.log()
+        assert "queue num" not in t.firewall_dump()
+    finally:
+        t.close()

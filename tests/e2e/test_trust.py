@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import pytest
 from conftest import require
 from dnsserver import build_message
-from e2ehelp import all_members, count_rule, counted, in_set, resolve, sentinel, status
+from e2ehelp import all_members, in_set, resolve, sentinel, status
 from forge import send_tcp, send_udp
 from hrneo.testing.netns import Netns
-from topology import DNS4, DNS6, SET4, SET6, WEB4, WEB6, Topology, wait_for
+from routerops import count_rule, counted, delete_member
+from topology import BACKENDS, DNS4, DNS6, SET4, SET6, WEB4, WEB6, Topology, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -95,28 +96,29 @@ def send_all(t: Topology, needed: bool = True) -> list[Forgery]:
     return sent
 
 
-def _require_e2e() -> None:
+def _require_e2e(backend: str) -> None:
     import os
     import shutil
 
     require(os.geteuid() == 0, "needs root")
-    for tool in ("ip", "ipset", "iptables", "ip6tables", "conntrack"):
+    tools = ("ipset", "iptables", "ip6tables") if backend == "ipset" else ("nft",)
+    for tool in ("ip", "conntrack", *tools):
         require(shutil.which(tool) is not None, f"needs the `{tool}` program")
 
 
-@pytest.fixture(scope="module")
-def topo() -> Iterator[Topology]:
-    """The hosts, hrneo with verify_answers (default) and counters of forged packets."""
-    _require_e2e()
-    t = Topology()
+@pytest.fixture(scope="module", params=BACKENDS)
+def topo(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """The hosts, hrneo with verify_answers (default) and counters of forged packets,
+    once per backend."""
+    _require_e2e(request.param)
+    t = Topology(request.param)
     try:
         for (name, rtype), data in ZONE.items():
             t.dns.set(name, rtype, *data)
         for fam in (4, 6):
             for side, iface in (("lan", "r3"), ("wan", "r1")):
                 for proto in ("udp", "tcp"):
-                    count_rule(t, fam, f"-i {iface} -p {proto} --sport 53 --dport {FORGE_PORTS} "
-                                       f"-m comment --comment forge-{side}-{proto}")  # fmt: skip
+                    count_rule(t, fam, iface, proto, FORGE_PORTS, f"forge-{side}-{proto}")
         t.write_config(domains=["example.org"], list_lines=[])
         t.start_daemon()
         yield t
@@ -190,9 +192,9 @@ def test_the_resolvers_and_the_routers_own_addresses_are_never_added(topo: Topol
     finally:
         # should one get in after all, take it out again, or DNS breaks for the next test
         for a in (DNS4, ROUTER4):
-            topo.router.sh(f"ipset -exist del {SET4} {a}", check=False)
+            delete_member(topo, SET4, a)
         for a in (DNS6, ROUTER6):
-            topo.router.sh(f"ipset -exist del {SET6} {a}", check=False)
+            delete_member(topo, SET6, a)
 
 
 def test_only_trusted_resolvers_count(topo: Topology) -> None:

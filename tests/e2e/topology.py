@@ -9,12 +9,16 @@
 
 The router's main table goes to wan; the policy's table (hrneo's `route`) to vpn.
 Every address is a documentation address; every namespace is deleted by close().
+`backend` is hrneo's: "ipset" (ipset + iptables, NAT by iptables) or "nftables"
+(the router has no iptables rule at all: NAT by nft, hrneo's sets and rules in
+`inet hrneo`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -42,6 +46,17 @@ SET4 = "hr_e2e"
 SET6 = "hr_e2e6"
 TABLE = 1001
 MARK = 0x1001
+BACKENDS = ("ipset", "nftables")
+
+# The router's NAT when it runs nftables only (what fw4 does on OpenWrt, in short).
+NFT_NAT = """\
+table inet e2e_nat {
+    chain post {
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname { "r1", "r2" } masquerade
+    }
+}
+"""
 
 
 def wait_for(cond: Callable[[], object], timeout: float = 5.0, step: float = 0.05) -> object:
@@ -113,7 +128,8 @@ class Connection:
 class Topology:
     """Builds the four hosts; start_daemon() runs hrneo in the router."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "ipset") -> None:
+        self.backend = backend
         self.nss: list[Netns] = []
         self.servers: list[object] = []
         self.daemon: subprocess.Popen[bytes] | None = None
@@ -181,14 +197,19 @@ class Topology:
             "sysctl -qw net.ipv4.conf.default.rp_filter=2",
             "ip route add default via 198.51.100.2",
             "ip -6 route add default via 2001:db8:2::2",
-            # The router NATs on both uplinks, as home routers do; NAT also makes
-            # conntrack track in this namespace.
-            "iptables -w -t nat -A POSTROUTING -o r1 -j MASQUERADE",
-            "iptables -w -t nat -A POSTROUTING -o r2 -j MASQUERADE",
-            "ip6tables -w -t nat -A POSTROUTING -o r1 -j MASQUERADE",
-            "ip6tables -w -t nat -A POSTROUTING -o r2 -j MASQUERADE",
         ):
             r.sh(cmd)
+        # The router NATs on both uplinks, as home routers do; NAT also makes
+        # conntrack track in this namespace.
+        if self.backend == "nftables":
+            nat = self.tmp / "nat.nft"
+            nat.write_text(NFT_NAT)
+            r.sh(["nft", "-f", str(nat)])
+        else:
+            for prog in ("iptables", "ip6tables"):
+                for dev in ("r1", "r2"):
+                    r.sh([prog, "-w", "-t", "nat", "-A", "POSTROUTING", "-o", dev,
+                          "-j", "MASQUERADE"])  # fmt: skip
         for ns, label in ((self.wan, "wan"), (self.vpn, "vpn")):
             for a4, a6 in zip(WEB4, WEB6):
                 ns.sh(f"ip addr add {a4}/32 dev lo")
@@ -221,6 +242,8 @@ class Topology:
     # -- router state ------------------------------------------------------------
     def members(self, set_name: str = SET4) -> dict[str, int | None]:
         """Members of a set in the router and their remaining timeout (None: no timeout)."""
+        if self.backend == "nftables":
+            return self._nft_members(set_name)
         out = self.router.sh(f"ipset save {set_name}", check=False).stdout
         found: dict[str, int | None] = {}
         for line in out.splitlines():
@@ -231,6 +254,30 @@ class Topology:
                 found[addr] = timeout
         return found
 
+    def _nft_members(self, set_name: str) -> dict[str, int | None]:
+        out = self.router.sh(f"nft list set inet hrneo {set_name}", check=False).stdout
+        m = re.search(r"elements = \{(.*?)\}", out, re.DOTALL)
+        found: dict[str, int | None] = {}
+        for item in m.group(1).split(",") if m else []:
+            words = item.split()
+            if not words:
+                continue
+            left = None
+            if "expires" in words:
+                spans = re.findall(r"(\d+)(d|h|ms|m|s)", words[words.index("expires") + 1])
+                unit = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0}
+                left = sum(int(n) * unit[u] for n, u in spans)
+            found[words[0]] = left
+        return found
+
+    def set_exists(self, set_name: str = SET4) -> bool:
+        """Whether the policy's set exists in the router."""
+        if self.backend == "nftables":
+            cmd = f"nft list set inet hrneo {set_name}"
+        else:
+            cmd = f"ipset list -n {set_name}"
+        return self.router.sh(cmd, check=False).returncode == 0
+
     def conntrack(self, address: str) -> list[str]:
         """The router's conntrack entries towards `address` (one line each)."""
         fam = "ipv6" if ":" in address else "ipv4"
@@ -238,8 +285,14 @@ class Topology:
         return [line for line in out.splitlines() if "dport" in line]
 
     def firewall_dump(self) -> str:
-        """Everything in the router that hrneo could have installed."""
+        """Everything in the router that hrneo could have installed (its sets, which
+        stay at stop, left out)."""
         parts = []
+        if self.backend == "nftables":
+            ruleset = self.router.sh("nft -t list ruleset", check=False).stdout
+            ruleset = re.sub(r"\n\s*set \S+ \{.*?\n\s*\}", "", ruleset, flags=re.DOTALL)
+            ruleset = re.sub(r"table inet hrneo \{\s*\}\n?", "", ruleset)
+            parts.append("$ nft -t list ruleset (no sets)\n" + ruleset)
         for cmd in (
             "iptables -w -S",
             "iptables -w -t mangle -S",
@@ -278,6 +331,7 @@ class Topology:
         hold = "capture: nfqueue\nnfqueue_num: 100\n" if capture == "nfqueue" else ""
         cfg.write_text(
             f"""nflog_group: 100
+backend: {self.backend}
 {hold}control_socket: {self.control}
 {trusted}firewall:
   manage_rules: true
@@ -323,16 +377,28 @@ policies:
         self.daemon = self.spawn(self.config, self.log_path)
 
         def ready() -> bool:
-            rules = self.router.sh("iptables -w -S FORWARD", check=False).stdout
-            sets = self.router.sh(f"ipset list -n {SET4}", check=False).returncode == 0
-            captured = "NFLOG" in rules or "NFQUEUE" in rules
+            if self.backend == "nftables":
+                cmd = "nft list chain inet hrneo g100_dns_forward"
+            else:
+                cmd = "iptables -w -S FORWARD"
+            rules = self.router.sh(cmd, check=False).stdout
+            capture = any(t in rules for t in ("log group", "NFLOG", "queue num", "NFQUEUE"))
             # A daemon killed earlier leaves its rules and socket file: the new
             # one's log line tells it is the one running.
-            return captured and sets and self.control.exists() and "hrneo running" in self.log()
+            return (
+                capture and self.set_exists() and self.control.exists()
+                and "hrneo running" in self.log()
+            )  # fmt: skip
 
         if not wait_for(ready, timeout=15):
             raise RuntimeError(f"daemon did not come up:\n{self.log()}")
         return self.daemon
+
+    def installed_markers(self) -> tuple[str, ...]:
+        """Text that shows in firewall_dump() only while hrneo runs."""
+        if self.backend == "nftables":
+            return ("log group 100", "meta mark set", "lookup 1001", f"table {TABLE}\ndefault")
+        return ("NFLOG", "MARK", "lookup 1001", f"table {TABLE}\ndefault")
 
     def log(self) -> str:
         """The daemon's output so far."""

@@ -6,6 +6,7 @@ entries of the new ones. The `ipset` and `conntrack` programs are the witnesses.
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import textwrap
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import pytest
-from conftest import require_kernel_tools
+from conftest import require, require_kernel_tools
 from hrneo import Pipeline, Plan
 from hrneo.config import Config, load_config
 from hrneo.testing.dnswire import message
@@ -246,3 +247,71 @@ def test_verbose_notes_and_run_wakes_on_the_wake_fd(rig: Rig) -> None:
             os.close(w)
     with pytest.raises(ValueError, match="Pipeline is closed"):
         p.stats()
+
+
+# ---------------------------------------------------------------- backend nftables
+
+
+def nft_members(rig: Rig, name: str) -> list[str]:
+    """Members of a set of inet hrneo, as `nft` lists them ([] while it does not exist)."""
+    out = rig.cli.sh(f"nft list set inet hrneo {name}", check=False).stdout
+    m = re.search(r"elements = \{(.*?)\}", out, re.DOTALL)
+    return [item.split()[0] for item in m.group(1).split(",")] if m else []
+
+
+def open_nft_pipeline(rig: Rig, cfg: Config) -> tuple[Pipeline, list[str]]:
+    with rig.cli.enter():
+        plan = Plan(cfg.watchlist, cfg.policies, backend="nftables")
+        assert plan.backend == "nftables"
+        notes = plan.prepare()
+        return Pipeline(plan, nflog_group=GROUP, conntrack="events"), notes
+
+
+def test_nftables_backend_sets_statics_refresh_and_flush(rig: Rig) -> None:
+    require(shutil.which("nft") is not None, "needs the `nft` program")
+    p, notes = open_nft_pipeline(rig, config(rig))
+    with p:
+        assert any("created set inet hrneo hr_vpn (ipv4_addr" in n for n in notes), notes
+        assert nft_members(rig, "hr_vpn") == ["198.51.100.0/28"], "static, permanent"
+        rig.cli.sh("nft add element inet hrneo hr_vpn { 192.0.2.31 timeout 10s }")
+        with rig.cli.enter():
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.sendto(b"x", ("192.0.2.30", 7001))
+            send(rig, [
+                answer(1, "www.example.org", "192.0.2.30", "192.0.2.31", "198.51.100.3"),
+                answer(2, "www.example.org", "2001:db8::10"),
+            ])  # fmt: skip
+            assert run_until(p, lambda: "2001:db8::10" in nft_members(rig, "hr_vpn6"))
+            assert run_until(p, lambda: "192.0.2.30" in nft_members(rig, "hr_vpn"))
+            assert p.wait_flushed(5.0)
+        finally:
+            s.close()
+        c = p.stats()["policies"]["vpn"]
+        # .31 was there (refreshed), .3 is inside the static /28: neither is new.
+        assert (c["added"], c["new"], c["refreshed"]) == (4, 2, 2), c
+        assert c["flushed"] == 1
+        listing = rig.cli.sh("nft list set inet hrneo hr_vpn").stdout
+        m = re.search(r"192\.0\.2\.31 timeout (\S+) expires (\d+)m", listing)
+        assert m and int(m.group(2)) >= 9, listing  # 10 s became the policy's 600 s
+        # The periodic check after `nft flush set`: statics come back.
+        rig.cli.sh("nft flush set inet hrneo hr_vpn")
+        with rig.cli.enter():
+            p.prepare()
+        assert nft_members(rig, "hr_vpn") == ["198.51.100.0/28"]
+
+
+def test_nftables_static_network_replaces_the_addresses_it_holds(rig: Rig) -> None:
+    require(shutil.which("nft") is not None, "needs the `nft` program")
+    p, _ = open_nft_pipeline(rig, config(rig))
+    with p:
+        send(rig, [answer(1, "a.example.org", "203.0.113.5", "203.0.113.6")])
+        assert run_until(p, lambda: "203.0.113.6" in nft_members(rig, "hr_vpn"))
+    # A reload adds a static network over them: the kernel refuses overlapping
+    # intervals, so the network takes their place.
+    cfg = config(rig, CONFIG.replace("static: [198.51.100.0/28]", "static: [203.0.113.0/24]"))
+    with rig.cli.enter():
+        plan = Plan(cfg.watchlist, cfg.policies, backend="nftables")
+        notes = plan.prepare()
+    assert any("2 entries of inet hrneo hr_vpn now inside static networks" in n for n in notes)
+    assert sorted(nft_members(rig, "hr_vpn")) == ["198.51.100.0/28", "203.0.113.0/24"]

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hrneo.config import load_config
 from hrneo.importer import ImportFailure, ImportResult, run_import
 from hrneo.importer import sets as sets_mod
+from hrneo.importer.render import render
 from hrneo.importer.sets import no_probe, probe_set_family
 from import_helpers import FIX, roundtrip, warnings_about
 
@@ -171,3 +173,41 @@ def test_probe_set_family_without_ipset_is_quiet(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(sets_mod.shutil, "which", lambda name: "/sbin/ipset")
     monkeypatch.setattr(sets_mod.subprocess, "run", boom)
     assert probe_set_family("anything") is None
+
+
+def test_dnsmasq_nftset_lines_are_carried_over_as_they_are(tmp_path: Path) -> None:
+    text = (
+        "nftset=/example.net/4#inet#fw4#vpn4,6#inet#fw4#vpn6\n"
+        "nftset=/more.example.org/4#inet#fw4#vpn4,6#inet#fw4#vpn6\n"
+        "nftset=/v6only.example.com/6#inet#fw4#only6\n"
+        "nftset=/x.example.com/inet#fw4#plain,4#ip#t#second,4#bad,6#ip#t#wrong\n"
+    )
+    res = _dnsmasq(tmp_path, text)
+    pols = {p.name: p for p in res.policies}
+    assert pols["vpn4"].nftset == "4#inet#fw4#vpn4,6#inet#fw4#vpn6"
+    assert list(pols["vpn4"].domains) == ["example.net", "more.example.org"]
+    assert pols["only6"].nftset == "6#inet#fw4#only6"
+    assert pols["plain"].nftset == "inet#fw4#plain"  # as written: an item without 4#/6# is IPv4
+    assert warnings_about(res, ":4: nftset '4#ip#t#second' is not filled: a policy fills one IPv4")
+    assert warnings_about(res, ":4: nftset '4#bad' is not [4#|6#][family#]table#set; skipped")
+    assert warnings_about(res, "a table of family ip holds no IPv6")
+    text_out = render(res, "test")
+    assert "backend: nftables" in text_out
+    assert 'nftset: "4#inet#fw4#vpn4,6#inet#fw4#vpn6"' in text_out
+    cfg = tmp_path / "out.yaml"
+    cfg.write_text(text_out)
+    loaded, _ = load_config(str(cfg))
+    by = {p.name: p for p in loaded.policies}
+    assert (by["vpn4"].nft_set4, by["vpn4"].nft_set6) == ("inet#fw4#vpn4", "inet#fw4#vpn6")
+    # IPv6 only in dnsmasq: the IPv4 set hrneo needs lives in its own table
+    assert by["only6"].nft_set6 == "inet#fw4#only6"
+    assert by["only6"].nft_set4.startswith("inet#hrneo#only")
+    roundtrip(tmp_path, res)
+
+
+def test_dnsmasq_ipset_and_nftset_lines_together_keep_backend_ipset(tmp_path: Path) -> None:
+    res = run_import("dnsmasq", [str(FIX / "dnsmasq.conf")], set_family=no_probe)
+    out = render(res, "test")
+    assert "backend:" not in out  # ipset=, the default, fills the ipset= sets
+    assert 'nftset: "4#inet#fw4#nft4,6#inet#fw4#nft6"' in out
+    roundtrip(tmp_path, res)

@@ -76,3 +76,18 @@ def test_one_message_per_address_with_counting_seqs_only_the_last_acked() -> Non
 def test_bad_input_is_valueerror(name: str, ips: list[str]) -> None:
     with pytest.raises(ValueError):
         _core.ipset_add_message(name, ips)
+
+
+def test_nftset_transaction_bytes() -> None:
+    got = _core.nftset_add_message("inet#fw4#vpn", ["192.0.2.1"], timeout=3600, seq=9)
+    # BATCH_BEGIN: NLMSG_MIN_TYPE, seq 9, nfgenmsg AF_UNSPEC v0, res_id NFNL_SUBSYS_NFTABLES (be16)
+    assert got[:20] == struct.pack("=IHHII", 20, 0x10, NLM_F_REQUEST, 9, 0) + b"\x00\x00\x00\x0a"
+    _len, mtype, flags, seq, _ = struct.unpack_from("=IHHII", got, 20)
+    assert (mtype, seq) == ((10 << 8) | 12, 10)  # NFT_MSG_NEWSETELEM
+    assert flags & NLM_F_ACK  # the last (here only) message is acked
+    assert got[36:40] == b"\x01\x00\x00\x00"  # nfgenmsg: NFPROTO_INET
+    ms = struct.pack(">Q", 3_600_000)
+    assert got.count(ms) == 2  # timeout and time left, big-endian whatever the host
+    assert got[-20:] == struct.pack("=IHHII", 20, 0x11, NLM_F_REQUEST, 11, 0) + b"\x00\x00\x00\x0a"
+    many = _core.nftset_add_message("s", [f"192.0.2.{i}" for i in range(1, 6)], per_message=2)
+    assert many.count(struct.pack("=H", (10 << 8) | 12)) == 3

@@ -4,7 +4,8 @@ Runs as root inside a private network namespace that it creates and removes,
 so the host's sets and conntrack table are never touched. Measures, in one run:
 
 - ``IpsetBatch`` add+commit of 1, 10 and 1000 new addresses, against
-  ``ipset add`` once per address and ``ipset restore`` of the same lines;
+  ``ipset add`` once per address and ``ipset restore`` of the same lines
+  (``NftSetBatch`` against ``nft add element``: :mod:`hrneo.bench.nft`);
 - ``ConntrackFlusher.flush`` of a few addresses among 10,000 entries, against
   ``conntrack -D -d ADDR`` per address;
 - ``parse_packet`` throughput on a DNS answer packet built here.
@@ -44,6 +45,7 @@ GW_MAC = "02:00:00:00:00:02"  # nobody owns it: packets leave and vanish
 CT_BACKGROUND = 10_000
 CT_TARGETS = ("203.0.113.1", "203.0.113.2", "203.0.113.3")
 CT_PORTS_PER_TARGET = 5
+PARTS = ("ipset", "nftables", "conntrack", "parse")
 
 
 @dataclass
@@ -441,9 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--quick", action="store_true", help="fewer iterations (a smoke run)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
-    p.add_argument(
-        "--only", choices=("ipset", "conntrack", "parse"), action="append", help="run only these"
-    )
+    p.add_argument("--only", choices=PARTS, action="append", help="run only these")
     p.add_argument(
         "--ct-hashsize",
         type=int,
@@ -454,13 +454,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    parts = args.only or ["ipset", "conntrack", "parse"]
-    needs_kernel = bool({"ipset", "conntrack"} & set(parts))
+    parts = args.only or list(PARTS)
+    needs_kernel = bool({"ipset", "nftables", "conntrack"} & set(parts))
     if needs_kernel:
         if os.geteuid() != 0:
             print("the ipset/conntrack benchmarks need root (network namespaces)", file=sys.stderr)
             return 2
-        missing = [t for t in ("ip", "ipset", "conntrack", "iptables") if not shutil.which(t)]
+        tools = ["ip", "ipset", "conntrack", "iptables"] + (["nft"] if "nftables" in parts else [])
+        missing = [t for t in tools if not shutil.which(t)]
         if missing:
             print(f"missing programs: {', '.join(missing)}", file=sys.stderr)
             return 2
@@ -474,6 +475,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if "ipset" in parts:
                     log.info("ipset ...")
                     results += bench_ipset(args.quick)
+                if "nftables" in parts:
+                    from hrneo.bench.nft import bench_nftables
+
+                    log.info("nftables ...")
+                    results += bench_nftables(args.quick)
                 if "conntrack" in parts:
                     log.info("conntrack ...")
                     results += bench_conntrack(args.quick)

@@ -3,6 +3,8 @@ watchlist) out, or a :class:`ConfigError` listing every `file:line` problem."""
 
 from hrneo.config.loader import load_config
 from hrneo.config.model import (
+    BACKENDS,
+    DEFAULT_BACKEND,
     DEFAULT_CONFIG_PATH,
     DEFAULT_DNS_CHAINS,
     DEFAULT_LIST_REFRESH,
@@ -21,6 +23,8 @@ from hrneo.domains import normalize_domain
 from hrneo.errors import ConfigError
 
 __all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKEND",
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_DNS_CHAINS",
     "DEFAULT_LIST_REFRESH",

@@ -21,7 +21,9 @@ import yaml
 from hrneo._core import Watchlist
 from hrneo.config import values as v
 from hrneo.config.model import (
+    BACKENDS,
     CAPTURE_MODES,
+    DEFAULT_BACKEND,
     DEFAULT_DNS_CHAINS,
     DEFAULT_HOLD_MAX_MS,
     DEFAULT_LIST_REFRESH,
@@ -38,8 +40,9 @@ from hrneo.config.model import (
     Policy,
     Route,
 )
+from hrneo.config.nftcheck import NftablesChecks
 from hrneo.config.reader import compose_file
-from hrneo.config.walker import MAX_ERRORS, Invalid, Walker
+from hrneo.config.walker import MAX_ERRORS, Invalid
 from hrneo.domains import normalize_domain
 from hrneo.errors import ConfigError
 from hrneo.safeio import MAX_LIST_BYTES, FileRefused, iter_lines
@@ -62,6 +65,7 @@ TOP_KEYS = (
     "log",
     "metrics_listen",
     "metrics_allow_remote",
+    "backend",
 )
 FIREWALL_KEYS = (
     "manage_rules",
@@ -73,6 +77,7 @@ FIREWALL_KEYS = (
     "iptables",
     "ip6tables",
     "ip",
+    "nft",
 )
 POLICY_KEYS = (
     "name",
@@ -86,6 +91,7 @@ POLICY_KEYS = (
     "domain_urls",
     "static",
     "route",
+    "nftset",
 )
 ROUTE_KEYS = (
     "interface",
@@ -99,7 +105,7 @@ ROUTE_KEYS = (
 )
 
 
-class _Loader(Walker):
+class _Loader(NftablesChecks):
     """Walks the composed YAML node tree, collecting errors and warnings."""
 
     def __init__(self, path: str) -> None:
@@ -118,6 +124,7 @@ class _Loader(Walker):
             self.add_error(f"{self.path}:1: config is empty")
             raise ConfigError(self.errors)
         top = self.mapping(root, "config", TOP_KEYS)
+        self.backend = self.get(top, "backend", DEFAULT_BACKEND, v.one_of(BACKENDS))
         group = self.get(top, "nflog_group", DEFAULT_NFLOG_GROUP, v.int_range(0, 65535))
         capture = self.get(top, "capture", "nflog", v.one_of(CAPTURE_MODES))
         queue = self.get(top, "nfqueue_num", DEFAULT_NFQUEUE_NUM, v.int_range(0, 65535))
@@ -167,6 +174,7 @@ class _Loader(Walker):
             log=log_to,
             metrics_listen=metrics,
             metrics_allow_remote=allow_remote,
+            backend=self.backend,
             watchlist=self.watchlist,
         )
 
@@ -221,6 +229,7 @@ class _Loader(Walker):
                 elif chain in chains:
                     self.error(cnode, f"dns_chains: {chain!r} listed twice")
                 else:
+                    self.nft_hook_of(cnode, chain)
                     chains.append(chain)
         else:
             chains = list(DEFAULT_DNS_CHAINS)
@@ -238,6 +247,7 @@ class _Loader(Walker):
             iptables=self.get(m, "iptables", "iptables", v.path),
             ip6tables=self.get(m, "ip6tables", "ip6tables", v.path),
             ip=self.get(m, "ip", "ip", v.path),
+            nft=self.get(m, "nft", "nft", v.path),
         )
 
     def policy(self, node: yaml.Node, fw: FirewallConfig, index: int) -> Policy | None:
@@ -247,10 +257,15 @@ class _Loader(Walker):
         name = self.get(m, "name", None, v.policy_name)
         if "name" not in m:
             self.error(node, "policy has no `name`")
+        nftset, nft4, nft6 = self.nftset(m, name)
         ipset = self.get(m, "ipset", None, v.set_name)
         if "ipset" not in m:
-            self.error(node, f"policy {name!r} has no `ipset`")
+            if nft4 is not None:
+                ipset = nft4.name  # the name `hrneo status` shows; sets live where nftset says
+            else:
+                self.error(node, f"policy {name!r} has no `ipset` (nor an IPv4 set in `nftset`)")
         ipset6 = self.get(m, "ipset6", None, v.set_name)
+        self.own_set_names(m, {"ipset": nft4 is None, "ipset6": nft6 is None})
         self.policy_names[index] = name if isinstance(name, str) else f"#{index + 1}"
 
         def add(domain: str, src: int, line: int) -> None:
@@ -310,7 +325,7 @@ class _Loader(Walker):
                 except ValueError:
                     self.error(snode, f"static: {raw!r} is not an IPv4/IPv6 address or network")
                     continue
-                if net.version == 6 and ipset6 is None:
+                if net.version == 6 and ipset6 is None and nft6 is None:
                     self.error(snode, f"static: {raw!r} is IPv6 but the policy has no ipset6")
                     continue
                 text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
@@ -318,6 +333,7 @@ class _Loader(Walker):
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
+            self.foreign_route(m["route"][1], name, (nft4, nft6))
         if self.watchlist.count(index) == 0 and not static and not urls:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
@@ -330,6 +346,9 @@ class _Loader(Walker):
             name=name,
             ipset=ipset,
             ipset6=ipset6,
+            nftset=nftset,
+            nft4=nft4.spec if nft4 else None,
+            nft6=nft6.spec if nft6 else None,
             timeout=timeout,
             reconnect=reconnect,
             maxelem=maxelem,
@@ -449,7 +468,7 @@ class _Loader(Walker):
                     f"{here}: duplicate policy name {p.name!r} (first at line {names[p.name].line})"
                 )
             names.setdefault(p.name, p)
-            for s in (p.ipset, p.ipset6):
+            for s in self.set_names_of(p):
                 if s is None:
                     continue
                 if s in sets:

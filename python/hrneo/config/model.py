@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hrneo._core import Watchlist
+from hrneo.nftnames import own_set
 
 DEFAULT_CONFIG_PATH = "/opt/etc/hrneo/hrneo.yaml"
 DEFAULT_SOCKET_PATH = "/run/hrneo.sock"
@@ -26,6 +27,9 @@ DEFAULT_LIST_REFRESH = 86400
 # hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
 # recognise (and delete) the ones it left behind.
 DEFAULT_RULE_PRIORITY = 9000
+# Where sets live and rules go: ipset + iptables, nftables, or chosen at start.
+BACKENDS = ("ipset", "nftables", "auto")
+DEFAULT_BACKEND = "ipset"
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class Policy:
     name: str
     ipset: str
     ipset6: str | None = None
+    # backend nftables: `nftset` as written (dnsmasq notation), and the
+    # `family#table#set` of its IPv4 / IPv6 set.
+    nftset: str | None = None
+    nft4: str | None = None
+    nft6: str | None = None
     timeout: int = DEFAULT_TIMEOUT
     reconnect: bool = True
     maxelem: int | None = None
@@ -70,6 +79,18 @@ class Policy:
     line: int = 0
     index: int = 0
     watchlist: Watchlist | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def nft_set4(self) -> str:
+        """The IPv4 set with backend nftables: from `nftset`, else `ipset` in inet hrneo."""
+        return self.nft4 or own_set(self.ipset)
+
+    @property
+    def nft_set6(self) -> str | None:
+        """The IPv6 set with backend nftables: from `nftset`, else `ipset6` in inet hrneo."""
+        if self.nft6:
+            return self.nft6
+        return own_set(self.ipset6) if self.ipset6 else None
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -104,6 +125,7 @@ class FirewallConfig:
     iptables: str = "iptables"
     ip6tables: str = "ip6tables"
     ip: str = "ip"
+    nft: str = "nft"
 
 
 @dataclass(frozen=True)
@@ -116,6 +138,7 @@ class Config:
     nfqueue_num: int = DEFAULT_NFQUEUE_NUM
     # Hold mode: an answer waits at most this long for its commit, then passes anyway.
     hold_max_ms: int = DEFAULT_HOLD_MAX_MS
+    backend: str = DEFAULT_BACKEND
     firewall: FirewallConfig = field(default_factory=FirewallConfig)
     policies: tuple[Policy, ...] = ()
     control_socket: str = DEFAULT_SOCKET_PATH

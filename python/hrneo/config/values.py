@@ -64,6 +64,13 @@ def one_of(choices: tuple[str, ...]) -> Callable[[object], str]:
     return conv
 
 
+def nonempty_str(v: object) -> str:
+    """A non-empty string."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"expected a non-empty string, not {v!r}")
+    return v.strip()
+
+
 def nonneg_float(v: object) -> float:
     """A finite number of seconds >= 0."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:

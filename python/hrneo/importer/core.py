@@ -27,6 +27,7 @@ class ImportedPolicy:
     name: str
     ipset: str | None
     ipset6: str | None = None
+    nftset: str | None = None  # dnsmasq's nftset value, carried over as written
     timeout: int = DEFAULT_TIMEOUT
     reconnect: bool = True
     maxelem: int | None = None

@@ -1,34 +1,53 @@
-"""dnsmasq: `ipset=/dom1/dom2/set1,set2` and `nftset=/dom/4#inet#fw4#set` lines."""
+"""dnsmasq: `ipset=/dom1/dom2/set1,set2` and `nftset=/dom/4#inet#fw4#set` lines.
+
+An `nftset=` value is carried over as it is, as the policy's `nftset` (the sets
+it names are filled where dnsmasq filled them, with `backend: nftables`); the
+policy also gets `ipset`/`ipset6` names from those sets, for `backend: ipset`.
+"""
 
 from __future__ import annotations
 
-from hrneo.importer.core import Builder, read_lines
+from hrneo.importer.core import Builder, ImportedPolicy, read_lines
 from hrneo.importer.sets import IP_NOTE, SetResolver, set_name, sets_policy
+from hrneo.nftnames import NftSetName, parse_item
 
 
-def _nft_sets(b: Builder, spec: str, where: str) -> tuple[str | None, str | None]:
-    """`4#inet#fw4#set,6#inet#fw4#set6` -> (ipset, ipset6) by the 4/6 or ip/ip6 family."""
-    set4 = set6 = None
-    for item in spec.split(","):
-        parts = item.strip().split("#")
-        fam = parts[0] if parts[0] in ("4", "6") else ""
-        if not fam and len(parts) == 3 and parts[0] in ("ip", "ip6"):
-            fam = "6" if parts[0] == "ip6" else "4"
-        name = set_name(b, parts[-1], where) if len(parts) >= 3 else None
-        if name is None:
-            b.warn(where, f"nftset {item!r} is not [4|6#]family#table#set; skipped")
-        elif fam == "6":
-            set6 = set6 or name
-        else:
-            if not fam:
-                b.warn(where, f"nftset {item!r} has no 4#/6# prefix: used as the IPv4 set")
-            set4 = set4 or name
-    return set4, set6
+def _nft_sets(b: Builder, spec: str, where: str) -> tuple[str | None, str | None, list[str]]:
+    """`4#inet#fw4#set,6#inet#fw4#set6` -> (ipset, ipset6) named after the sets of
+    each IP version (a 4#/6# prefix, else the table family), and the items used."""
+    chosen: dict[int, NftSetName] = {}
+    kept: list[str] = []
+    for item in (i.strip() for i in spec.split(",")):
+        try:
+            s = parse_item(item)
+        except ValueError as e:
+            b.warn(where, f"{e}; skipped")
+            continue
+        if s.version in chosen:
+            b.warn(
+                where,
+                f"nftset {item!r} is not filled: a policy fills one IPv{s.version} set "
+                f"({chosen[s.version]})",
+            )
+            continue
+        if item[:2] not in ("4#", "6#") and s.family == "inet":
+            b.warn(where, f"nftset {item!r} has no 4#/6# prefix: used as the IPv4 set")
+        chosen[s.version] = s
+        kept.append(item)
+    names = {v: set_name(b, s.name, where) for v, s in chosen.items()}
+    return names.get(4), names.get(6), kept
+
+
+def _carry(b: Builder, pol: ImportedPolicy, kept: list[str], where: str) -> None:
+    value = ",".join(kept)
+    if pol.nftset is None:
+        pol.nftset = value
+    elif pol.nftset != value:
+        b.warn(where, f"policy {pol.name!r} keeps nftset {pol.nftset!r}; {value!r} is not used")
 
 
 def parse_dnsmasq(b: Builder, path: str, sets: SetResolver) -> None:
     """dnsmasq `ipset=/dom1/dom2/set1,set2` and `nftset=/dom/4#inet#fw4#set` lines."""
-    nft_noted = False
     src = b.source(path)
     for lineno, text in read_lines(path):
         line = text.strip()
@@ -41,17 +60,17 @@ def parse_dnsmasq(b: Builder, path: str, sets: SetResolver) -> None:
         if len(parts) < 3 or parts[0]:
             b.warn(where, f"{key}= value is not /domain/.../sets; skipped")
             continue
+        kept: list[str] = []
         if key == "nftset":
-            if not nft_noted:
-                b.warn(where, "nftables sets become ipset sets of the same name")
-                nft_noted = True
-            set4, set6 = _nft_sets(b, parts[-1], where)
+            set4, set6, kept = _nft_sets(b, parts[-1], where)
         else:
             set4, set6 = sets.pair(b, parts[-1].split(","), where)
         pol = sets_policy(b, set4, set6, where)
         if pol is None:
             b.warn(where, f"no set in {line!r}; skipped")
             continue
+        if kept:
+            _carry(b, pol, kept, where)
         doms = [d for d in parts[1:-1] if d]
         if "#" in doms:
             b.warn(where, "'#' (every domain) cannot be imported; skipped")

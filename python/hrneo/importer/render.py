@@ -53,6 +53,8 @@ def _policy_lines(p: ImportedPolicy, domain_file: str | None) -> list[str]:
     out = [f"  - name: {_q(p.name)}", f"    ipset: {_q(p.ipset or p.name)}"]
     if p.ipset6:
         out.append(f"    ipset6: {_q(p.ipset6)}")
+    if p.nftset:
+        out.append(f"    nftset: {_q(p.nftset)}")
     out.append(f"    timeout: {p.timeout}")
     out.append(f"    reconnect: {'true' if p.reconnect else 'false'}")
     if p.maxelem:
@@ -93,6 +95,11 @@ def render(result: ImportResult, source: str, files: dict[str, str] | None = Non
     out = [
         f"# imported by `hrneo import` from {source}",
         f"nflog_group: {DEFAULT_NFLOG_GROUP}",
+    ]
+    if result.policies and all(p.nftset for p in result.policies):
+        # Every set came from dnsmasq nftset= lines: fill those nftables sets.
+        out.append("backend: nftables")
+    out += [
         "firewall:",
         "  manage_rules: true",
         "  dns_chains: [OUTPUT, FORWARD]",
