@@ -24,21 +24,21 @@ import selectors
 import signal
 import time
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable
 
 from hrneo.backends import CoreFactory, FirewallLike, PipelineLike, assemble
 from hrneo.config import Config, load_config
 from hrneo.control import ControlServer
+from hrneo.daemon_status import daemon_status
 from hrneo.errors import ConfigError, DaemonError, FirewallError
+from hrneo.fetcher import UrlLists
 from hrneo.instance import LOCK_PREFIX, InstanceLock
 from hrneo.pidfile import remove_pidfile, write_pidfile
 from hrneo.status import (
     DaemonStatus,
     PipelineStats,
     PolicyCounters,
-    PolicyStatus,
     ReloadInfo,
-    TcpStats,
 )
 
 if TYPE_CHECKING:
@@ -117,6 +117,8 @@ class Daemon:
         )
         self._locked = False
         self._resource_log_t = 0.0
+        self.lists = UrlLists(self.sel, self._lists_changed)
+        self._lists_reload = False  # the reload wanted was asked for by the list fetcher
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
@@ -124,9 +126,16 @@ class Daemon:
 
         A daemon refused here has touched nothing: no set, rule or socket file.
         """
-        cfg = self.config
         self.lock.acquire()  # DaemonError if another daemon has the group or socket
         self._locked = True
+        try:
+            self._start()
+        except BaseException:
+            self.stop()  # the claims too: a failed start holds nothing
+            raise
+
+    def _start(self) -> None:
+        cfg = self.config
         others = self.lock.others()
         if self.backend is not None:
             log.info("sets and rules: %s (%s)", self.backend.name, self.backend.why)
@@ -161,6 +170,7 @@ class Daemon:
             self.control = ControlServer(cfg.control_socket, self.command)
             self.control.register(self.sel)
         self._serve_metrics(cfg.metrics_listen)
+        self.lists.update(cfg)
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         log.info(
             "hrneo running: %s, %d policies, %d domains, control socket %s",
@@ -241,6 +251,8 @@ class Daemon:
             log.warning("backend change takes effect at the next restart")
         if cfg.metrics_listen != old.metrics_listen:
             self._serve_metrics(cfg.metrics_listen)
+        # A reload the fetcher asked for needs no fetch; a SIGHUP fetches the lists too.
+        self.lists.update(cfg, refetch=not self._lists_reload)
         self.config = cfg
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         return self._reloaded(
@@ -337,67 +349,7 @@ class Daemon:
     def status(self) -> DaemonStatus:
         """Counters and state, as the control socket reports them."""
         self._update_rate()
-        ps = self._pipeline_stats()
-        capture = ps["capture"] if ps else {"packets": 0, "dropped": 0, "enobufs": 0,
-                                             "datagrams": 0, "malformed": 0}  # fmt: skip
-        ct = ps["conntrack"] if ps else None
-        tcp = ps["tcp"] if ps else cast(TcpStats, dict.fromkeys(TcpStats.__annotations__, 0))
-
-        def count(key: str) -> int:
-            return int(cast(dict[str, Any], ps).get(key, 0)) if ps else 0
-
-        by_name = ps["policies"] if ps else {}
-        policies: list[PolicyStatus] = []
-        nft = self.backend is not None and self.backend.name == "nftables"
-        for p in self.config.policies:
-            c = by_name.get(p.name)
-            zero = dict.fromkeys(PolicyCounters.__annotations__, 0)
-            # The sets the addresses go to: with nftables, `family#table#set`.
-            sets = (p.nft_set4, p.nft_set6) if nft else (p.ipset, p.ipset6)
-            entry = {
-                **zero, **(c or {}),
-                "name": p.name, "ipset": sets[0], "ipset6": sets[1], "domains": p.domain_count,
-            }  # fmt: skip
-            policies.append(cast(PolicyStatus, entry))
-        return {
-            "pid": os.getpid(),
-            "config": self.config.path,
-            "nflog_group": self.config.nflog_group,
-            "capture_mode": self.config.capture,
-            "nfqueue_num": self.config.nfqueue_num,
-            "backend": self.backend.name if self.backend else "ipset",
-            "uptime": time.time() - self.started,
-            "events_per_s": round(self.rate, 1),
-            "events": count("events"),
-            "answers": count("answers"),
-            "queries_ignored": count("queries_ignored"),
-            "rcode_skipped": count("rcode_skipped"),
-            "unwatched": count("unwatched"),
-            "untrusted": count("untrusted"),
-            "malformed": count("malformed") + capture["malformed"],
-            "dropped": capture["dropped"],
-            "commit_errors": count("commit_errors"),
-            "flush_errors": ct["errors"] if ct else 0,
-            "flushed": ct["flushed"] if ct else 0,
-            "race_misses": ct["race_misses"] if ct else 0,
-            "read_errors": count("read_errors"),
-            "reconciled": self.counters["reconciled"],
-            # 0 once every conntrack flush handed to the core's thread so far has run.
-            "flush_pending": ct["pending"] if ct else 0,
-            "capture": capture,
-            "tcp": tcp,
-            "hold": ps.get("hold") if ps else None,
-            "conntrack": ct,
-            "last_reload": self.last_reload,
-            "firewall": {
-                "managed": self._firewall_on,
-                "items": len(self.firewall.items),
-                "missing": sorted(self.firewall.describe(i) for i in self.firewall.missing),
-                "verify_answers": self.config.firewall.verify_answers,
-                "unverified": sorted(self.firewall.unverified),
-            },
-            "policies": policies,
-        }
+        return daemon_status(self, self._pipeline_stats())
 
     def _update_rate(self) -> None:
         now = time.monotonic()
@@ -431,6 +383,11 @@ class Daemon:
             log.log(level, "%s", line)
 
     # -- loop ------------------------------------------------------------------
+    def _lists_changed(self) -> None:
+        """A list from a URL changed: it applies like a reload."""
+        self._reload_wanted = True
+        self._lists_reload = True
+
     def handle_signal(self, signum: int) -> None:
         """SIGHUP: reload; SIGUSR1: check rules, routes, sets now; SIGTERM/SIGINT: stop."""
         if signum == signal.SIGHUP:
@@ -458,6 +415,7 @@ class Daemon:
         if self._reload_wanted:
             self._reload_wanted = False
             self.reload()
+            self._lists_reload = False
         now = time.monotonic()
         interval = self.config.firewall.recheck_interval
         if self._recheck_wanted or (interval and now >= self._next_recheck):
@@ -487,6 +445,7 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        self.lists.close()
         if self.pidfile:
             remove_pidfile(self.pidfile)
         if self._locked:

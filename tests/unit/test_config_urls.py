@@ -26,7 +26,33 @@ def test_domain_urls_and_list_refresh(tmp_path: Path) -> None:
         "https://lists.example.net/a.lst",
         "http://192.0.2.1:8080/b.txt",
     )
-    assert warnings == []  # a policy with only URLs is not "empty"
+    # A policy with only URLs is not "empty"; nothing is fetched yet (no network here).
+    assert [w.split(": ", 1)[1] for w in warnings] == [
+        "domain_urls: https://lists.example.net/a.lst: not fetched yet; no copy kept",
+        "domain_urls: http://192.0.2.1:8080/b.txt: not fetched yet; no copy kept",
+    ]
+
+
+def test_the_kept_copy_of_a_url_list_is_read_at_load(tmp_path: Path) -> None:
+    from hrneo.listfetch import cache_path
+
+    url = "http://192.0.2.1:8080/l.txt"
+    cache = tmp_path / "lists"
+    cache.mkdir()
+    Path(cache_path(str(cache), url)).write_text(
+        "# a list\nlisted.example.com\nfull:exact.example.net\n198.51.100.0/24\n"
+        "203.0.113.7\n2001:db8::/48\n"
+    )
+    path = _write(
+        tmp_path,
+        f"list_cache: {cache}\npolicies:\n  - name: a\n    ipset: a\n    domain_urls: [{url}]\n",
+    )
+    cfg, warnings = load_config(path)
+    assert cfg.list_cache == str(cache)
+    assert cfg.watchlist.policy_of("www.listed.example.com") == 0
+    assert cfg.watchlist.policy_of("exact.example.net") == 0
+    assert set(cfg.policies[0].static) == {"198.51.100.0/24", "203.0.113.7"}
+    assert any("1 IPv6 entries left out: no ipset6" in w for w in warnings), warnings
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from hrneo.config.model import (
     DEFAULT_BACKEND,
     DEFAULT_DNS_CHAINS,
     DEFAULT_HOLD_MAX_MS,
+    DEFAULT_LIST_CACHE,
     DEFAULT_LIST_REFRESH,
     DEFAULT_NFLOG_GROUP,
     DEFAULT_NFQUEUE_NUM,
@@ -61,6 +62,7 @@ TOP_KEYS = (
     "control_socket",
     "conntrack_events",
     "list_refresh",
+    "list_cache",
     "trusted_resolvers",
     "log",
     "metrics_listen",
@@ -134,6 +136,7 @@ class _Loader(NftablesChecks):
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
+        self.list_cache = self.get(top, "list_cache", DEFAULT_LIST_CACHE, v.path)
         log_to = self.get(top, "log", "stderr", v.log_target)
         metrics, allow_remote = self.metrics(top)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
@@ -170,6 +173,7 @@ class _Loader(NftablesChecks):
             control_socket=sock,
             conntrack_events=ct_events,
             list_refresh=refresh,
+            list_cache=self.list_cache,
             trusted_resolvers=trusted,
             log=log_to,
             metrics_listen=metrics,
@@ -300,6 +304,7 @@ class _Loader(NftablesChecks):
                 files.append(path)
                 self.domain_file(fnode, path, self.watchlist.add_source(path), add)
         urls: list[str] = []
+        url_nets: list[str] = []
         if "domain_urls" in m:
             for unode in self.sequence(m["domain_urls"][1], "domain_urls"):
                 raw = self.scalar(unode)
@@ -314,6 +319,7 @@ class _Loader(NftablesChecks):
                     self.warn(unode, f"domain_urls: {url} is listed twice")
                 else:
                     urls.append(url)
+                    url_nets += self.cached_list(unode, url, add)
         static: list[str] = []
         if "static" in m:
             for snode in self.sequence(m["static"][1], "static"):
@@ -330,6 +336,14 @@ class _Loader(NftablesChecks):
                     continue
                 text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
                 static.append(text)
+        v6_dropped = 0
+        for entry in url_nets:
+            if ":" in entry and ipset6 is None and nft6 is None:
+                v6_dropped += 1
+            elif entry not in static:
+                static.append(entry)
+        if v6_dropped:
+            self.warn(node, f"domain_urls: {v6_dropped} IPv6 entries left out: no ipset6")
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
@@ -360,6 +374,24 @@ class _Loader(NftablesChecks):
             index=index,
             watchlist=self.watchlist,
         )
+
+    def cached_list(
+        self, node: yaml.Node, url: str, add: Callable[[str, int, int], None]
+    ) -> list[str]:
+        """The last good copy of a URL list (no network here: the daemon fetches in
+        the background): its domains into the watchlist, its addresses returned."""
+        # Imported here: listfetch reads lists with the importer's parser, which
+        # imports this package.
+        from hrneo.listfetch import load_cached
+
+        got = load_cached(url, self.list_cache)
+        for w in got.warnings:
+            self.warn(node, f"domain_urls: {w}")
+        src = self.watchlist.add_source(url)
+        for i, dom in enumerate(got.domains):
+            add(dom, src, i + 1)
+        nets = (ipaddress.ip_network(n, strict=False) for n in got.networks)
+        return [str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in nets]
 
     def add_domain(self, domain: str, policy: int, source: int, line: int) -> None:
         """Into the watchlist; a domain another policy has already stays with it."""

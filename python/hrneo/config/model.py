@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from hrneo._core import Watchlist
@@ -24,6 +25,10 @@ DEFAULT_RECHECK_INTERVAL = 30.0
 RECHECK_INTERVAL_RANGE = (1.0, 86400.0)
 # Lists from URLs (domain_urls) are fetched again this often, in seconds.
 DEFAULT_LIST_REFRESH = 86400
+# What the daemon keeps across restarts: the last good copy of each URL list
+# (and the learned addresses). Entware keeps its state under /opt.
+DEFAULT_STATE_DIR = "/opt/var/lib/hrneo" if os.path.isdir("/opt/etc") else "/var/lib/hrneo"
+DEFAULT_LIST_CACHE = os.path.join(DEFAULT_STATE_DIR, "lists")
 # hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
 # recognise (and delete) the ones it left behind.
 DEFAULT_RULE_PRIORITY = 9000
@@ -145,6 +150,7 @@ class Config:
     # Keep a conntrack index from kernel events, so a flush needs no table dump.
     conntrack_events: bool = True
     list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
+    list_cache: str = DEFAULT_LIST_CACHE  # where the last good copy of each URL list is kept
     # Only answers from these sources count (CIDR text, "203.0.113.53/32"); () = any.
     trusted_resolvers: tuple[str, ...] = ()
     log: str = "stderr"  # or "syslog" (through /dev/log)
