@@ -34,14 +34,25 @@ impl Entry {
         let width = if addr.is_ipv4() { 32 } else { 128 };
         match prefix {
             Some(p) if p > width => Err(bad()),
-            Some(p) if p < width => Ok(Entry { addr: mask(addr, p), prefix: Some(p) }),
-            _ => Ok(Entry { addr, prefix: None }),
+            Some(p) => Ok(Entry::network(addr, p)),
+            None => Ok(Entry::host(addr)),
         }
     }
 
     /// A single address.
     pub fn host(addr: IpAddr) -> Entry {
         Entry { addr, prefix: None }
+    }
+
+    /// The network of the first `prefix` bits of `addr` (host bits cleared);
+    /// a prefix of the address's width or more is the address itself.
+    pub(crate) fn network(addr: IpAddr, prefix: u8) -> Entry {
+        let width = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix < width {
+            Entry { addr: mask(addr, prefix), prefix: Some(prefix) }
+        } else {
+            Entry::host(addr)
+        }
     }
 
     /// Whether `ip` is this address, or inside this network.

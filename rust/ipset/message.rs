@@ -141,7 +141,7 @@ pub struct CreateSpec<'a> {
 
 /// Fill `h` and `members` from one LIST reply message (header attributes come
 /// in the first message of a set, members in IPSET_ATTR_ADT of any).
-pub(crate) fn parse_list_msg(m: &NlMsg<'_>, h: &mut SetHeader, members: &mut Vec<Entry>) {
+pub fn parse_list_msg(m: &NlMsg<'_>, h: &mut SetHeader, members: &mut Vec<Entry>) {
     for a in m.nf_attrs() {
         match a.ty {
             IPSET_ATTR_SETNAME => h.name = a.str(),
@@ -196,16 +196,16 @@ fn parse_member(attrs: AttrIter<'_>) -> Option<Entry> {
             _ => {}
         }
     }
+    // The kernel sends networks with their host bits clear; an Entry must have
+    // them clear whoever sent it (`contains` and equality rely on it).
     let addr = addr?;
-    let width = if addr.is_ipv4() { 32 } else { 128 };
-    let prefix = cidr.filter(|&c| c < width);
-    Some(Entry { addr, prefix })
+    Some(cidr.map_or(Entry::host(addr), |c| Entry::network(addr, c)))
 }
 
 /// Sort the replies of one ADD round: which entries were new, which present,
 /// and the first other error. `acks` maps seq -> errno (0 or negative); a seq
 /// without a reply succeeded (see `NetfilterSocket::request_failures`).
-pub(crate) fn classify_acks(
+pub fn classify_acks(
     sent: &[(u32, usize)],
     acks: &HashMap<u32, i32>,
 ) -> (Vec<usize>, Vec<usize>, Option<i32>) {
@@ -435,5 +435,34 @@ mod tests {
                 parse_list_msg(&m, &mut h, &mut m2);
             }
         }
+    }
+
+    /// Found by fuzz/fuzz_targets/ipset.rs: a listed network with host bits set
+    /// (no kernel sends one) was kept as it came, an Entry that is not what
+    /// `Entry::parse` makes of its own text and that `contains` nothing.
+    #[test]
+    fn listed_networks_get_their_host_bits_cleared() {
+        let mut d = Datagram::new();
+        {
+            let mut m = d.message(0x0607, 2, 1, Nfgenmsg::new(2, 0));
+            m.nest_start(IPSET_ATTR_ADT);
+            for (text, cidr) in [("192.0.2.77", 24u8), ("2001:db8::5", 64), ("192.0.2.9", 40)] {
+                m.nest_start(IPSET_ATTR_DATA);
+                put_entry(&mut m, &Entry::parse(text).unwrap());
+                m.attr_u8(IPSET_ATTR_CIDR, cidr);
+                m.nest_end();
+            }
+            m.nest_end();
+        }
+        let (mut h, mut members) = (SetHeader::default(), Vec::new());
+        for m in messages(d.as_bytes()) {
+            parse_list_msg(&m, &mut h, &mut members);
+        }
+        let texts: Vec<String> = members.iter().map(|e| e.to_string()).collect();
+        assert_eq!(texts, ["192.0.2.0/24", "2001:db8::/64", "192.0.2.9"]);
+        for e in &members {
+            assert_eq!(Entry::parse(&e.to_string()).unwrap(), *e);
+        }
+        assert!(members[0].contains(&"192.0.2.77".parse().unwrap()));
     }
 }

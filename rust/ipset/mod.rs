@@ -7,7 +7,7 @@
 mod batch;
 pub(crate) mod consts;
 mod entry;
-mod message;
+pub(crate) mod message;
 mod session;
 
 pub use batch::{Committed, IpsetBatch};

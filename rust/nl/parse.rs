@@ -22,20 +22,28 @@ fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
 /// One netlink message: the header fields and the payload after `nlmsghdr`.
 #[derive(Debug, Clone, Copy)]
 pub struct NlMsg<'a> {
+    /// `nlmsg_type`: NLMSG_* or the subsystem's `(subsys << 8) | command`.
     pub msg_type: u16,
+    /// `nlmsg_flags` (NLM_F_*).
     pub flags: u16,
+    /// `nlmsg_seq`: the request a reply answers.
     pub seq: u32,
+    /// `nlmsg_pid`: the sender's port (0: the kernel).
     pub pid: u32,
+    /// What follows the header, `nlmsg_len - 16` bytes.
     pub payload: &'a [u8],
 }
 
 impl<'a> NlMsg<'a> {
-    /// For `NLMSG_ERROR`: the (negative) errno, 0 for a plain ack.
+    /// For `NLMSG_ERROR`: the (negative) errno, 0 for a plain ack. Never
+    /// `i32::MIN` (no kernel sends it; it reads as `-i32::MAX`), so callers can
+    /// negate any code into an errno without overflow.
     pub fn error_code(&self) -> Option<i32> {
         if self.msg_type != NLMSG_ERROR {
             return None;
         }
-        Some(i32::from_ne_bytes(self.payload.get(0..4)?.try_into().ok()?))
+        let code = i32::from_ne_bytes(self.payload.get(0..4)?.try_into().ok()?);
+        Some(code.max(-i32::MAX))
     }
 
     /// For `NLMSG_ERROR`: the sequence number of the request it answers
@@ -59,6 +67,7 @@ pub fn messages(buf: &[u8]) -> MessageIter<'_> {
     MessageIter { buf, pos: 0, truncated: false }
 }
 
+/// The messages of a datagram (see `messages`).
 pub struct MessageIter<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -66,6 +75,7 @@ pub struct MessageIter<'a> {
 }
 
 impl MessageIter<'_> {
+    /// Whether the iteration stopped at a malformed header before the end.
     pub fn truncated(&self) -> bool {
         self.truncated
     }
@@ -104,29 +114,38 @@ impl<'a> Iterator for MessageIter<'a> {
 /// One attribute; `ty` has the nested/byte-order flags removed.
 #[derive(Debug, Clone, Copy)]
 pub struct Attr<'a> {
+    /// The attribute type, flags removed.
     pub ty: u16,
+    /// NLA_F_NESTED was set.
     pub nested: bool,
+    /// NLA_F_NET_BYTEORDER was set.
     pub net_byteorder: bool,
+    /// The payload, `nla_len - 4` bytes (padding not included).
     pub data: &'a [u8],
 }
 
 impl<'a> Attr<'a> {
+    /// The attributes inside this one.
     pub fn nested_attrs(&self) -> AttrIter<'a> {
         attrs(self.data)
     }
 
+    /// The first byte.
     pub fn u8(&self) -> Option<u8> {
         self.data.first().copied()
     }
 
+    /// The first 2 bytes, big-endian.
     pub fn be16(&self) -> Option<u16> {
         Some(u16::from_be_bytes(self.data.get(0..2)?.try_into().ok()?))
     }
 
+    /// The first 4 bytes, big-endian.
     pub fn be32(&self) -> Option<u32> {
         Some(u32::from_be_bytes(self.data.get(0..4)?.try_into().ok()?))
     }
 
+    /// The first 8 bytes, big-endian.
     pub fn be64(&self) -> Option<u64> {
         Some(u64::from_be_bytes(self.data.get(0..8)?.try_into().ok()?))
     }
@@ -143,6 +162,7 @@ pub fn attrs(buf: &[u8]) -> AttrIter<'_> {
     AttrIter { buf, pos: 0 }
 }
 
+/// The attributes of a buffer (see `attrs`).
 pub struct AttrIter<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -215,5 +235,23 @@ mod tests {
         let attr = [0xff, 0xff, 1, 0, 1, 2];
         assert_eq!(attrs(&attr).count(), 0);
         assert_eq!(attrs(&[3, 0]).count(), 0);
+    }
+
+    /// Found by fuzz/fuzz_targets/ipset.rs: an ack with the code i32::MIN made
+    /// every `-code` (ipset's classify_acks, the sessions, `dump`) overflow.
+    #[test]
+    fn error_code_is_never_i32_min() {
+        let mut buf = Vec::new();
+        for code in [i32::MIN, -i32::MAX, -2, 0, 7] {
+            buf.extend_from_slice(&20u32.to_ne_bytes());
+            buf.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            buf.extend_from_slice(&[0; 10]);
+            buf.extend_from_slice(&code.to_ne_bytes());
+        }
+        let codes: Vec<i32> = messages(&buf).filter_map(|m| m.error_code()).collect();
+        assert_eq!(codes, [-i32::MAX, -i32::MAX, -2, 0, 7]);
+        let acks = std::collections::HashMap::from([(1, codes[0])]);
+        let (_, _, err) = crate::ipset::message::classify_acks(&[(1, 0)], &acks);
+        assert_eq!(err, Some(i32::MAX));
     }
 }
