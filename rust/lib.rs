@@ -17,6 +17,8 @@ mod pipeline;
 mod sys;
 mod watchlist;
 
+#[cfg(test)]
+mod fuzz_seeds;
 #[cfg(feature = "python")]
 mod py;
 #[cfg(test)]
@@ -45,7 +47,23 @@ pub use pipeline::{
 };
 pub use watchlist::{Added, Hit, Origin, Watchlist};
 
-/// Parsers of what the kernel sends, for fuzzing: they take any bytes.
+/// The parsers of packets and kernel replies (and the writers they must agree
+/// with), for the cargo-fuzz targets in `fuzz/`: they take any bytes. Not a
+/// stable API; the daemon and the Python layer use the items above.
+#[doc(hidden)]
 pub mod fuzzing {
-    pub use crate::nl::{attrs, messages};
+    pub use crate::conntrack::index::EntryIndex;
+    pub use crate::conntrack::message::{
+        parse_entry, parse_event, tally, write_delete, Event, Victim,
+    };
+    pub use crate::dns::decode::{decode, Chain, Decoded, MAX_CHAIN};
+    pub use crate::dns::name::{match_key, name_text, text_match_key};
+    pub use crate::dns::packet::{parse_ip, Segment};
+    pub use crate::dns::TcpStreams;
+    pub use crate::ipset::message::{classify_acks, parse_list_msg};
+    pub use crate::nftables::message::{
+        msg_newset, msg_newsetelem, parse_elems, parse_set, NewSet,
+    };
+    pub use crate::nftables::session::intervals;
+    pub use crate::nl::{attrs, messages, Attr, AttrIter, Datagram, MsgWriter, Nfgenmsg, NlMsg};
 }

@@ -12,7 +12,7 @@ use super::message::{DumpedEntry, Event, Victim};
 /// It is either valid (holds every entry since its last rebuild, as far as the
 /// events told) or invalid (empty; only a rebuild makes it valid again).
 #[derive(Debug)]
-pub(crate) struct EntryIndex {
+pub struct EntryIndex {
     entries: HashSet<Arc<Victim>>,
     by_addr: HashMap<IpAddr, HashSet<Arc<Victim>>>,
     cap: usize,
@@ -33,15 +33,17 @@ impl EntryIndex {
         }
     }
 
+    /// Entries held.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
-    #[cfg(test)]
+    /// Whether no entry is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Whether it holds every entry since the last `rebuild`.
     pub fn is_valid(&self) -> bool {
         self.valid
     }
@@ -83,6 +85,7 @@ impl EntryIndex {
         true
     }
 
+    /// Forget an entry (nothing happens if it is not held).
     pub fn remove(&mut self, v: &Victim) {
         let Some(key) = self.entries.take(v) else {
             return;

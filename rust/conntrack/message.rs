@@ -57,7 +57,7 @@ pub(crate) fn write_dump_request(d: &mut Datagram, seq: u32, family: u8) {
 /// What a DELETE needs from a dumped entry; also the entry's identity in the index
 /// (CTA_ID tells a replacement with the same tuple apart).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Victim {
+pub struct Victim {
     /// AF_INET or AF_INET6.
     pub family: u8,
     /// Payload of CTA_TUPLE_ORIG (its nested attributes), as received.
@@ -85,7 +85,7 @@ impl Victim {
 
 /// One DELETE message for `v` with its own sequence number; with `ack` the
 /// kernel acks it whatever the outcome, without only when it fails.
-pub(crate) fn write_delete(d: &mut Datagram, seq: u32, v: &Victim, ack: bool) {
+pub fn write_delete(d: &mut Datagram, seq: u32, v: &Victim, ack: bool) {
     let mut m = d.message(
         nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE),
         if ack { NLM_F_ACK } else { 0 },
@@ -121,7 +121,7 @@ fn tuple_addr(tuple: &Attr<'_>, family: u8, v4: u16, v6: u16) -> Option<IpAddr> 
 
 /// A dumped conntrack entry, as far as flushing cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DumpedEntry<'a> {
+pub struct DumpedEntry<'a> {
     /// AF_INET or AF_INET6.
     pub family: u8,
     /// Original destination.
@@ -157,7 +157,7 @@ impl DumpedEntry<'_> {
 
 /// Parse one dump reply. None if it is not a conntrack entry or lacks what a
 /// DELETE needs (an original tuple with a destination address of its family).
-pub(crate) fn parse_entry<'a>(m: &NlMsg<'a>) -> Option<DumpedEntry<'a>> {
+pub fn parse_entry<'a>(m: &NlMsg<'a>) -> Option<DumpedEntry<'a>> {
     if m.msg_type != nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) {
         return None;
     }
@@ -167,14 +167,16 @@ pub(crate) fn parse_entry<'a>(m: &NlMsg<'a>) -> Option<DumpedEntry<'a>> {
 /// A conntrack event: IPCTNL_MSG_CT_NEW (group NEW) or IPCTNL_MSG_CT_DELETE
 /// (group DESTROY), with the same attributes a dump reply has.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Event<'a> {
+pub enum Event<'a> {
     /// An entry was confirmed.
     New(DumpedEntry<'a>),
     /// An entry went away.
     Destroy(DumpedEntry<'a>),
 }
 
-pub(crate) fn parse_event<'a>(m: &NlMsg<'a>) -> Option<Event<'a>> {
+/// Parse one event of the NEW or DESTROY group; None for anything else, or
+/// an entry without what a DELETE needs (as `parse_entry`).
+pub fn parse_event<'a>(m: &NlMsg<'a>) -> Option<Event<'a>> {
     if m.msg_type == nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_NEW) {
         parse_body(m).map(Event::New)
     } else if m.msg_type == nfnl_msg_type(NFNL_SUBSYS_CTNETLINK, IPCTNL_MSG_CT_DELETE) {
@@ -244,7 +246,7 @@ pub(crate) fn dump_family(addrs: &HashSet<IpAddr>) -> u8 {
 /// Sort DELETE acks into (deleted, already gone, failed). ENOENT means the
 /// entry expired, was deleted by someone else, or was replaced (CTA_ID differs)
 /// since the dump: nothing left to do, so it is not an error.
-pub(crate) fn tally(codes: impl IntoIterator<Item = i32>) -> (u64, u64, u64) {
+pub fn tally(codes: impl IntoIterator<Item = i32>) -> (u64, u64, u64) {
     let (mut ok, mut gone, mut failed) = (0, 0, 0);
     for code in codes {
         match code.checked_neg() {

@@ -3,8 +3,8 @@
 
 mod filter;
 mod flusher;
-mod index;
-mod message;
+pub(crate) mod index;
+pub(crate) mod message;
 
 #[cfg(feature = "python")]
 pub(crate) use flusher::EVENT_RCVBUF;

@@ -100,6 +100,11 @@ impl TcpStreams {
         Self::default()
     }
 
+    /// Bytes of partial messages waiting, in all connections (at most `MAX_BYTES`).
+    pub fn buffered(&self) -> usize {
+        self.bytes
+    }
+
     /// Read one TCP segment of a DNS connection; `on_msg` gets every DNS
     /// message it completes (without the length prefix), in order. After a
     /// FIN or RST the connection is forgotten.

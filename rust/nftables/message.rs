@@ -137,12 +137,16 @@ pub(crate) fn msg_newtable(d: &mut Datagram, seq: u32, family: u8, table: &str, 
 }
 
 /// What NEWSET makes: an IPv4 or IPv6 address set.
-pub(crate) struct NewSet<'a> {
+pub struct NewSet<'a> {
+    /// The set to create.
     pub set: &'a NftSetRef,
+    /// IPv6 keys (else IPv4).
     pub ipv6: bool,
+    /// NFT_SET_INTERVAL: networks and ranges.
     pub interval: bool,
     /// Elements time out (NFT_SET_TIMEOUT); `default_timeout_ms` is the set's default.
     pub timeout: bool,
+    /// Milliseconds.
     pub default_timeout_ms: Option<u64>,
     /// Most elements (`size`); None: no limit.
     pub size: Option<u32>,
@@ -151,7 +155,7 @@ pub(crate) struct NewSet<'a> {
 }
 
 /// NEWSET with NLM_F_EXCL (EEXIST for an existing set: the caller decides).
-pub(crate) fn msg_newset(d: &mut Datagram, seq: u32, s: &NewSet<'_>, ack_it: bool) {
+pub fn msg_newset(d: &mut Datagram, seq: u32, s: &NewSet<'_>, ack_it: bool) {
     let flags = NLM_F_CREATE | NLM_F_EXCL | ack(ack_it);
     let mut m = d.message(msg_type(NFT_MSG_NEWSET), flags, seq, nfgen(s.set.family));
     m.attr_strz(NFTA_SET_TABLE, &s.set.table);
@@ -237,7 +241,7 @@ fn put_elem(m: &mut MsgWriter<'_>, e: &NftElem, with_timeout: bool) {
 /// without NLM_F_EXCL: a present element is no error (and gets its timeout and
 /// time left reset on Linux 6.12+; an equal timeout without the time left
 /// would change nothing there).
-pub(crate) fn msg_newsetelem(
+pub fn msg_newsetelem(
     d: &mut Datagram,
     seq: u32,
     set: &NftSetRef,
@@ -323,7 +327,7 @@ pub fn newsetelem_batch(
 
 /// What a set reply (NEWSET) says.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct SetAttrs {
+pub struct SetAttrs {
     pub table: String,
     pub name: String,
     pub flags: u32,
@@ -334,7 +338,8 @@ pub(crate) struct SetAttrs {
     pub handle: Option<u64>,
 }
 
-pub(crate) fn parse_set(m: &NlMsg<'_>) -> SetAttrs {
+/// The attributes of a NEWSET reply (a GETSET's answer).
+pub fn parse_set(m: &NlMsg<'_>) -> SetAttrs {
     let mut s = SetAttrs::default();
     for a in m.nf_attrs() {
         match a.ty {
@@ -356,7 +361,7 @@ pub(crate) fn parse_set(m: &NlMsg<'_>) -> SetAttrs {
 
 /// One element of a reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ElemAttrs {
+pub struct ElemAttrs {
     pub key: Vec<u8>,
     pub end: bool,
     pub timeout_ms: Option<u64>,
@@ -389,7 +394,7 @@ fn parse_elem(a: &Attr<'_>) -> Option<ElemAttrs> {
 }
 
 /// The elements of a NEWSETELEM reply (a get, or one message of a dump).
-pub(crate) fn parse_elems(m: &NlMsg<'_>, out: &mut Vec<ElemAttrs>) {
+pub fn parse_elems(m: &NlMsg<'_>, out: &mut Vec<ElemAttrs>) {
     for a in m.nf_attrs() {
         if a.ty == NFTA_SET_ELEM_LIST_ELEMENTS {
             for el in a.nested_attrs().filter(|el| el.ty == NFTA_LIST_ELEM) {

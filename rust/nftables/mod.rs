@@ -26,8 +26,8 @@
 
 mod batch;
 pub(crate) mod consts;
-mod message;
-mod session;
+pub(crate) mod message;
+pub(crate) mod session;
 
 pub use batch::{kernel_refresh_mode, NftSetBatch, RefreshMode};
 pub use message::{newsetelem_batch, NftElem};

@@ -544,7 +544,7 @@ impl NftSetSession {
 
 /// An interval of an interval set, as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Interval {
+pub struct Interval {
     pub start: IpAddr,
     /// The first address after it; None: it runs to the last address.
     pub end: Option<IpAddr>,
@@ -588,7 +588,7 @@ impl Interval {
 /// Pair the starts and ends a dump of an interval set gives (in any order)
 /// into intervals. An end with no start before it (the `0.0.0.0` end some `nft`
 /// versions add) is skipped; a start with no end runs to the last address.
-pub(crate) fn intervals(mut elems: Vec<ElemAttrs>) -> Vec<Interval> {
+pub fn intervals(mut elems: Vec<ElemAttrs>) -> Vec<Interval> {
     // At one key the end of an interval sorts before the start of the next.
     elems.sort_by(|a, b| a.key.cmp(&b.key).then(b.end.cmp(&a.end)));
     let mut out = Vec::new();

@@ -12,23 +12,30 @@ use super::consts::{NLA_F_NESTED, NLA_HDRLEN, NLMSG_HDRLEN, NLM_F_REQUEST};
 /// an NFLOG group: this is the netfilter header written out by hand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Nfgenmsg {
+    /// AF_* (or NFPROTO_*) the message is about.
     pub family: u8,
+    /// NFNETLINK_V0.
     pub version: u8,
+    /// Group, queue or subsystem, per message type.
     pub res_id: u16,
 }
 
 impl Nfgenmsg {
+    /// Bytes on the wire.
     pub const LEN: usize = 4;
 
+    /// Version 0 (the only one).
     pub fn new(family: u8, res_id: u16) -> Self {
         Nfgenmsg { family, version: super::consts::NFNETLINK_V0, res_id }
     }
 
+    /// The wire form.
     pub fn to_bytes(self) -> [u8; 4] {
         let id = self.res_id.to_be_bytes();
         [self.family, self.version, id[0], id[1]]
     }
 
+    /// Read from the first 4 bytes of a payload; None if it is shorter.
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
         let b: &[u8; 4] = b.get(..4)?.try_into().ok()?;
         Some(Nfgenmsg { family: b[0], version: b[1], res_id: u16::from_be_bytes([b[2], b[3]]) })
@@ -47,10 +54,12 @@ pub struct Datagram {
 }
 
 impl Datagram {
+    /// An empty datagram.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty datagram with room for `bytes`.
     pub fn with_capacity(bytes: usize) -> Self {
         Datagram { buf: Vec::with_capacity(bytes), messages: 0 }
     }
@@ -68,15 +77,18 @@ impl Datagram {
         MsgWriter::begin(&mut self.buf, msg_type, flags | NLM_F_REQUEST, seq, nfgen)
     }
 
+    /// Messages started.
     #[cfg(test)]
     pub fn message_count(&self) -> usize {
         self.messages
     }
 
+    /// The messages, ready to send.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf
     }
 
+    /// Empty it for reuse (the buffer is kept).
     pub fn clear(&mut self) {
         self.buf.clear();
         self.messages = 0;
@@ -116,6 +128,7 @@ impl<'a> MsgWriter<'a> {
         self
     }
 
+    /// A one-byte attribute.
     pub fn attr_u8(&mut self, ty: u16, v: u8) -> &mut Self {
         self.attr(ty, &[v])
     }
@@ -151,6 +164,7 @@ impl<'a> MsgWriter<'a> {
         self
     }
 
+    /// Close the innermost open nest (its length is written now).
     pub fn nest_end(&mut self) -> &mut Self {
         if let Some(at) = self.nests.pop() {
             let len = (self.buf.len() - at) as u16;
