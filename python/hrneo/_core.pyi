@@ -7,8 +7,10 @@ from typing import Literal, Protocol, final
 from typing_extensions import Self, TypeAlias
 
 from hrneo.status import PipelineStats
+from hrneo.why import WhyRecord
 
 __all__ = [
+    "WHY_RECORDS",
     "ConntrackFlusher",
     "DnsAnswer",
     "DnsEvent",
@@ -34,6 +36,7 @@ __all__ = [
 ]
 
 __version__: str
+WHY_RECORDS: int  # addresses Pipeline.why remembers at most
 
 class _Closeable:
     def close(self) -> None:
@@ -456,6 +459,12 @@ class Pipeline(_Closeable):
     ) -> None:
         """Read NFLOG group or queue `number` from now on; the old source's queued
         packets are processed first (a queue accepts what it holds, then unbinds)."""
+    def why(self, address: str) -> list[WhyRecord]:
+        """What brought `address` into each set it was learned into (set, policy,
+        qname, names, rule, first_seen, last_seen, answers, added); [] when no
+        answer among the last WHY_RECORDS addresses learned carried it."""
+    def flushed_for(self, address: str) -> int:
+        """Conntrack entries deleted for `address` so far (as a new address)."""
     def set_hold_max(self, hold_max_ms: int) -> bool:
         """A new longest hold (hold mode), from the deadline's next tick on; False
         if the source holds nothing."""

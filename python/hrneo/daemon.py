@@ -40,6 +40,7 @@ from hrneo.status import (
     PolicyCounters,
     ReloadInfo,
 )
+from hrneo.why import why_reply
 
 if TYPE_CHECKING:
     from hrneo.metrics import MetricsServer
@@ -336,11 +337,14 @@ class Daemon:
 
     # -- status ----------------------------------------------------------------
     def command(self, cmd: str) -> Any:
-        """Control socket commands: `status`, `recheck`."""
+        """Control socket commands: `status`, `recheck`, `why ADDRESS`."""
         if cmd == "status":
             return self.status()
         if cmd == "recheck":
             return {"reinstalled": self.recheck()}
+        if cmd.startswith("why "):
+            backend = self.backend.name if self.backend else "ipset"
+            return why_reply(cmd[4:].strip(), self.config, self.pipeline, backend)
         return {"error": f"unknown command {cmd!r}"}
 
     def _pipeline_stats(self) -> PipelineStats | None:

@@ -78,6 +78,15 @@ pub fn add_datagram(
     Ok(d.as_bytes().to_vec())
 }
 
+/// DEL of one element; the kernel answers -IPSET_ERR_EXIST when it is not there.
+/// Without `ack` the kernel answers only a failure.
+pub(crate) fn msg_del(d: &mut Datagram, seq: u32, set: &str, e: &Entry, ack: bool) {
+    let mut m = begin(d, IPSET_CMD_DEL, if ack { NLM_F_ACK } else { 0 }, seq, set);
+    m.nest_start(IPSET_ATTR_DATA);
+    put_entry(&mut m, e);
+    m.nest_end();
+}
+
 /// TEST: acked 0 when present, -IPSET_ERR_EXIST when not.
 pub(crate) fn msg_test(d: &mut Datagram, seq: u32, set: &str, e: &Entry) {
     let mut m = begin(d, IPSET_CMD_TEST, NLM_F_ACK, seq, set);

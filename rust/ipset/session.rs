@@ -156,6 +156,37 @@ impl IpsetSession {
         }
     }
 
+    /// Remove `entries` from the set; returns how many were there. Chunked,
+    /// only the last DEL of a datagram acked (the others answer only when absent).
+    pub fn delete(&mut self, set: &str, entries: &[Entry]) -> Result<usize> {
+        check_name(set)?;
+        let mut removed = 0;
+        let mut d = Datagram::new();
+        for part in entries.chunks(self.chunk.max(1)) {
+            d.clear();
+            let first = self.sock.next_seq();
+            let mut last = first;
+            for (k, e) in part.iter().enumerate() {
+                last = if k == 0 { first } else { self.sock.next_seq() };
+                msg_del(&mut d, last, set, e, k + 1 == part.len());
+            }
+            let replies = self
+                .sock
+                .request_failures(d.as_bytes(), first, last)
+                .map_err(|e| io_error(set, e))?;
+            let mut absent = 0;
+            for &code in replies.values() {
+                match code {
+                    0 => {}
+                    c if c == -IPSET_ERR_EXIST => absent += 1,
+                    c => return Err(kernel_error(set, -c)),
+                }
+            }
+            removed += part.len() - absent;
+        }
+        Ok(removed)
+    }
+
     /// Send ADDs of `entries` (indices into `all`), chunked; return seq -> ack.
     /// Send ADDs of `idx` (indices into `all`), chunked; returns the indices
     /// that were new, those that were present, and the first other error code.

@@ -340,6 +340,28 @@ impl NftSetBatch {
         }
     }
 
+    /// Remove `entries` from the set; returns how many were there. One
+    /// transaction each: an absent element would abort a shared one.
+    pub fn delete(&mut self, entries: &[Entry]) -> Result<usize> {
+        let interval = self.info()?.is_interval();
+        let mut removed = 0;
+        for e in entries {
+            let op = Op { del: true, elems: elements(e, interval, None) };
+            match self
+                .session
+                .apply(&self.set, std::slice::from_ref(&op))?
+                .into_iter()
+                .flatten()
+                .next()
+            {
+                None => removed += 1,
+                Some(code) if code == libc::ENOENT => {}
+                Some(code) => return Err(kernel_error(&self.what, code)),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Entries the set cannot take leave the queue, as one error.
     fn refuse_unfit(&mut self, info: &NftSetInfo) -> Result<()> {
         let mut refused: Option<(Error, usize)> = None;

@@ -124,4 +124,8 @@ impl SetWriter for NftWriter {
         }
         self.batch.commit_entries()
     }
+
+    fn delete(&mut self, entries: &[Entry]) -> Result<usize> {
+        self.batch.delete(entries)
+    }
 }

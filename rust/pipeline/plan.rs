@@ -45,6 +45,9 @@ pub trait SetWriter: Send {
 
     /// Add `entries` (their family matches the set); refresh the present ones.
     fn commit(&mut self, entries: &[Entry]) -> Result<Committed>;
+
+    /// Remove `entries`; returns how many were in the set.
+    fn delete(&mut self, entries: &[Entry]) -> Result<usize>;
 }
 
 /// One set of a plan.
@@ -240,5 +243,10 @@ impl SetWriter for IpsetWriter {
             self.batch.push(*e);
         }
         self.batch.commit_entries()
+    }
+
+    fn delete(&mut self, entries: &[Entry]) -> Result<usize> {
+        let name = self.batch.set_name().to_string();
+        self.batch.session().delete(&name, entries)
     }
 }

@@ -254,6 +254,40 @@ impl PyPipeline {
         Ok(())
     }
 
+    /// What brought `address` into each set it was learned into: a dict per set
+    /// (set, policy, qname, names, rule, first_seen, last_seen, answers, added);
+    /// [] when no answer seen (among the last `WHY_RECORDS` addresses) carried it.
+    fn why<'py>(&self, py: Python<'py>, address: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let addr: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("not an IP address: {address:?}")))?;
+        let records = self.inner.with(|p| Ok(p.why(&addr)))?;
+        records
+            .into_iter()
+            .map(|r| {
+                let d = PyDict::new(py);
+                d.set_item("set", &*r.set)?;
+                d.set_item("policy", &*r.policy)?;
+                d.set_item("qname", r.qname)?;
+                d.set_item("names", r.names)?;
+                d.set_item("rule", r.rule)?;
+                d.set_item("first_seen", r.first_seen)?;
+                d.set_item("last_seen", r.last_seen)?;
+                d.set_item("answers", r.answers)?;
+                d.set_item("added", r.added)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Conntrack entries deleted for `address` so far (as a new address).
+    fn flushed_for(&self, address: &str) -> PyResult<u64> {
+        let addr: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("not an IP address: {address:?}")))?;
+        self.inner.with(|p| Ok(p.flushed_for(&addr)))
+    }
+
     /// A new longest hold, in ms (hold mode); False if the source holds nothing.
     fn set_hold_max(&self, hold_max_ms: u64) -> PyResult<bool> {
         if !(1..=60_000).contains(&hold_max_ms) {

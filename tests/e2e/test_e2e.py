@@ -352,6 +352,50 @@ def test_sighup_picks_up_an_edited_list(topo: Topology) -> None:
     assert topo.daemon_alive()
 
 
+def test_a_reload_takes_out_what_a_removed_domain_brought(topo: Topology) -> None:
+    addr = "203.0.113.26"
+    assert resolve(topo, "list.example.net") == [addr]
+    assert in_set(topo, addr)
+    before = topo.list_file.read_text()
+    assert topo.daemon is not None
+    try:
+        topo.list_file.write_text("# a list file\nexample.com\n")  # example.net gone
+        topo.daemon.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: addr not in topo.members(), timeout=8), topo.log()
+        assert wait_for(lambda: "left their sets" in topo.log(), timeout=5), topo.log()
+    finally:
+        topo.list_file.write_text(before)
+        topo.daemon.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: topo.log().count("reloaded") >= 2, timeout=8), topo.log()
+    assert resolve(topo, "list.example.net") == [addr]
+    assert in_set(topo, addr)
+
+
+# ---------------------------------------------------------------- why
+
+
+def test_why_tells_what_brought_an_address(topo: Topology) -> None:
+    assert resolve(topo, "alias.example.org") == ["203.0.113.23"]
+    assert in_set(topo, "203.0.113.23")
+    out = _hrneo("why", "203.0.113.23", "--socket", str(topo.control))
+    assert out.returncode == 0, out.stderr
+    assert "policy vpn1" in out.stdout and "rule example.org" in out.stdout, out.stdout
+    assert "alias.example.org -> cdn.provider.test" in out.stdout, out.stdout
+    js = _hrneo("why", "203.0.113.23", "--json", "--socket", str(topo.control))
+    reply = json.loads(js.stdout)
+    (learned,) = reply["learned"]
+    assert learned["names"] == ["alias.example.org", "cdn.provider.test"]
+    assert learned["policy"] == "vpn1" and learned["answers"] >= 1
+    assert [m["policy"] for m in reply["in_sets"]] == ["vpn1"]
+    # Unknown, and not in any set.
+    out = _hrneo("why", "198.51.100.77", "--socket", str(topo.control))
+    assert out.returncode == 0 and "in no set of hrneo's policies" in out.stdout, out.stdout
+    # Not an address: refused, and the daemon lives on.
+    bad = _hrneo("why", "'; rm -rf /", "--socket", str(topo.control))
+    assert bad.returncode == 1 and "not an IP address" in bad.stderr, bad.stderr
+    assert topo.daemon_alive()
+
+
 # ---------------------------------------------------------------- check / stop
 
 

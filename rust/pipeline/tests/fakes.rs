@@ -53,6 +53,15 @@ pub(super) struct FakeWriter {
 }
 
 impl SetWriter for FakeWriter {
+    fn delete(&mut self, entries: &[Entry]) -> Result<usize> {
+        self.kernel.timeline.lock().unwrap().push(format!("delete {}", self.name));
+        let mut sets = self.kernel.sets.lock().unwrap();
+        let set = sets
+            .get_mut(&self.name)
+            .ok_or_else(|| crate::ipset::consts::kernel_error(&self.name, libc::ENOENT))?;
+        Ok(entries.iter().filter(|e| set.members.remove(e).is_some()).count())
+    }
+
     fn prepare(&mut self, family: Family, spec: &PolicySpec) -> Result<Prepared> {
         let mut sets = self.kernel.sets.lock().unwrap();
         if !sets.contains_key(&self.name) {

@@ -3,6 +3,7 @@
 
 mod fakes;
 mod hold;
+mod provenance;
 
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
