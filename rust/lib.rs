@@ -6,6 +6,7 @@
 //! qemu on big-endian MIPS; `py` wraps them as the Python module `hrneo._core`.
 #![warn(missing_docs)]
 
+mod blind;
 mod capture;
 mod conntrack;
 mod dns;
@@ -22,6 +23,7 @@ mod py;
 #[cfg(test)]
 mod testutil;
 
+pub use blind::{Blind, ClientCount, MAX_CLIENTS};
 pub use capture::{
     decode_datagram, decode_queue_datagram, CaptureStats, Captured, DnsEventReader, HoldStats,
     NflogConfig, NflogReader, NfqueueConfig, NfqueueReader, PacketSource, QueueDatagram,

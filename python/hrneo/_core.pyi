@@ -6,10 +6,11 @@ from typing import Literal, Protocol, final
 
 from typing_extensions import Self, TypeAlias
 
-from hrneo.status import PipelineStats
+from hrneo.status import BlindReport, PipelineStats
 from hrneo.why import WhyRecord
 
 __all__ = [
+    "BLIND_CLIENTS",
     "WHY_RECORDS",
     "ConntrackFlusher",
     "DnsAnswer",
@@ -37,6 +38,7 @@ __all__ = [
 
 __version__: str
 WHY_RECORDS: int  # addresses Pipeline.why remembers at most
+BLIND_CLIENTS: int  # clients Pipeline.blind_clients follows at most
 
 class _Closeable:
     def close(self) -> None:
@@ -463,6 +465,12 @@ class Pipeline(_Closeable):
         """What brought `address` into each set it was learned into (set, policy,
         qname, names, rule, first_seen, last_seen, answers, added); [] when no
         answer among the last WHY_RECORDS addresses learned carried it."""
+    def set_dns_blind(self, on: bool) -> None:
+        """Turn DNS-blind counting off (the counts so far are dropped) or on."""
+    def blind_clients(self) -> BlindReport | None:
+        """Per LAN client: new connections to outside addresses, and those to
+        addresses no answer seen contained (most of the latter first; at most
+        BLIND_CLIENTS clients); None when not counted (off, or no conntrack events)."""
     def flushed_for(self, address: str) -> int:
         """Conntrack entries deleted for `address` so far (as a new address)."""
     def set_hold_max(self, hold_max_ms: int) -> bool:

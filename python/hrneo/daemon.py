@@ -312,6 +312,7 @@ class Daemon:
         self.pipeline.set_trusted(list(cfg.trusted_resolvers))
         nets = protected_networks(cfg, prefix=self.firewall.prefix, runner=self.firewall.run)
         self.pipeline.set_protected(nets)
+        self.pipeline.set_dns_blind(cfg.dns_blind)
 
     def recheck(self) -> int:
         """Put back what vanished: sets (destroyed) and their static entries

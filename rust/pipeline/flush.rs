@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::notes::{Level, Notes};
 use super::provenance::MAX_RECORDS;
+use crate::blind::Blind;
 use crate::conntrack::{ConntrackFlusher, Flushed, FlusherStats};
 use crate::error::Result;
 use crate::sys::poll_readable;
@@ -50,6 +51,10 @@ pub trait Flusher: Send {
     fn index_ready(&self) -> bool {
         false
     }
+    /// Report new connections to `blind`; false if the flusher does not see them.
+    fn watch_blind(&mut self, _blind: Arc<Mutex<Blind>>) -> bool {
+        false
+    }
 }
 
 impl Flusher for ConntrackFlusher {
@@ -64,6 +69,9 @@ impl Flusher for ConntrackFlusher {
     }
     fn stats(&self) -> FlusherStats {
         ConntrackFlusher::stats(self)
+    }
+    fn watch_blind(&mut self, blind: Arc<Mutex<Blind>>) -> bool {
+        ConntrackFlusher::watch_blind(self, blind)
     }
     fn index_ready(&self) -> bool {
         ConntrackFlusher::index_ready(self)

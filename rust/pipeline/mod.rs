@@ -31,9 +31,10 @@ use stats::PolicyBook;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::io::RawFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::blind::{Blind, ClientCount};
 use crate::capture::{CaptureStats, Captured, HoldStats, PacketSource};
 use crate::dns::{TcpStats, TcpStreams};
 use crate::error::{Error, Result};
@@ -83,6 +84,8 @@ pub struct Pipeline {
     provenance: Provenance,
     /// Per set of the plan: its name and its policy's, shared by the records.
     set_names: Vec<(Arc<str>, Arc<str>)>,
+    /// DNS-blind counting, when the conntrack thread follows events (and it is on).
+    blind: Option<Arc<Mutex<Blind>>>,
 }
 
 impl Pipeline {
@@ -95,11 +98,19 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let notes = Notes::default();
         source.take_notes().into_iter().for_each(|n| notes.push(Level::Warning, n));
+        // New connections come from the conntrack thread's events, when it follows them.
+        let mut blind = None;
         let flush = match flusher {
-            Some(f) => Some(
-                FlushWorker::start(f, notes.clone())
-                    .map_err(|e| Error::io("conntrack thread", e))?,
-            ),
+            Some(mut f) => {
+                let b = Arc::new(Mutex::new(Blind::default()));
+                if f.watch_blind(b.clone()) {
+                    blind = Some(b);
+                }
+                Some(
+                    FlushWorker::start(f, notes.clone())
+                        .map_err(|e| Error::io("conntrack thread", e))?,
+                )
+            }
             None => None,
         };
         let mut book = PolicyBook::default();
@@ -121,6 +132,7 @@ impl Pipeline {
             verdict_log: Vec::new(),
             provenance: Provenance::default(),
             set_names,
+            blind,
         })
     }
 
@@ -137,7 +149,24 @@ impl Pipeline {
     /// Addresses in `nets` are never added (besides the classes that route
     /// nowhere, always left out): the router's own, its resolvers and gateways.
     pub fn set_protected(&mut self, nets: Vec<Entry>) {
+        if let Some(Ok(mut b)) = self.blind.as_ref().map(|b| b.lock()) {
+            b.set_local(&nets);
+        }
         self.guard.set_protected(nets);
+    }
+
+    /// Turn DNS-blind counting off (the counts so far are dropped) or back on.
+    pub fn set_dns_blind(&mut self, on: bool) {
+        if let Some(Ok(mut b)) = self.blind.as_ref().map(|b| b.lock()) {
+            b.set_enabled(on);
+        }
+    }
+
+    /// DNS-blind counts per client, most blind first, and the connections of
+    /// clients past the cap; None when not counted (off, or no conntrack events).
+    pub fn blind_clients(&self) -> Option<(Vec<(std::net::IpAddr, ClientCount)>, u64)> {
+        let b = self.blind.as_ref()?.lock().ok()?;
+        b.enabled().then(|| (b.clients(), b.uncounted))
     }
 
     /// Put a new plan in place; the old one is returned (drop it to close its sockets).
@@ -247,7 +276,8 @@ impl Pipeline {
         if scratch.pending.len() < plan.sets.len() {
             scratch.pending.resize_with(plan.sets.len(), Pending::default);
         }
-        let ctx = Ctx { plan, guard, now: Instant::now() };
+        let note_seen = self.blind.is_some();
+        let ctx = Ctx { plan, guard, now: Instant::now(), note_seen };
         let (mut newest, mut waiting) = (None, false);
         let mut on_packet = |c: Captured<'_>| {
             let routed = handle_packet(c.payload, &ctx, book, counters, scratch, streams);
@@ -270,6 +300,12 @@ impl Pipeline {
         };
         if read > 0 {
             self.counters.wakeups += 1;
+        }
+        if let (Some(b), false) = (&self.blind, self.scratch.seen.is_empty()) {
+            if let Ok(mut b) = b.lock() {
+                self.scratch.seen.iter().for_each(|ip| b.saw(ip));
+            }
+            self.scratch.seen.clear();
         }
         if waiting && !self.early.is_empty() {
             let r = self.source.accept(&self.early);

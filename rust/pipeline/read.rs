@@ -3,6 +3,7 @@
 //! addresses collected per set for the wake-up's commits.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::provenance::AnswerInfo;
@@ -30,12 +31,16 @@ pub(super) struct Scratch {
     pub(super) pending: Vec<Pending>,
     /// The matched answers of this wake-up (for the provenance record and notes).
     pub(super) answers: Vec<AnswerInfo>,
+    /// Every address of every answer of this wake-up (for DNS-blind counting).
+    pub(super) seen: Vec<IpAddr>,
 }
 
 /// What a packet is read against: the plan, the guard, the time.
 pub(super) struct Ctx<'a> {
     pub(super) plan: &'a Plan,
     pub(super) guard: &'a Guard,
+    /// Note every answer's addresses for DNS-blind counting.
+    pub(super) note_seen: bool,
     pub(super) now: Instant,
 }
 
@@ -107,6 +112,9 @@ fn handle_message(
         return false;
     }
     let chain = Chain::follow(d);
+    if ctx.note_seen {
+        chain.addresses(|ip, _| scratch.seen.push(ip));
+    }
     let n = chain.names.len();
     if scratch.keys.len() < n {
         scratch.keys.resize_with(n, Vec::new);

@@ -42,4 +42,8 @@ mod _core {
     /// Addresses the pipeline's provenance record (`Pipeline.why`) keeps at most.
     #[pymodule_export]
     const WHY_RECORDS: usize = crate::MAX_RECORDS;
+
+    /// Clients DNS-blind counting (`Pipeline.blind_clients`) follows at most.
+    #[pymodule_export]
+    const BLIND_CLIENTS: usize = crate::MAX_CLIENTS;
 }

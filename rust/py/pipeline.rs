@@ -280,6 +280,38 @@ impl PyPipeline {
             .collect()
     }
 
+    /// Turn DNS-blind counting off (the counts so far are dropped) or on.
+    fn set_dns_blind(&self, on: bool) -> PyResult<()> {
+        self.inner.with(|p| {
+            p.set_dns_blind(on);
+            Ok(())
+        })
+    }
+
+    /// DNS-blind counts: {"clients": [{"client", "connections", "blind",
+    /// "last_blind"}, ...] (most blind first), "uncounted"}; None when not counted
+    /// (off, or the conntrack thread follows no events).
+    fn blind_clients<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some((clients, uncounted)) = self.inner.with(|p| Ok(p.blind_clients()))? else {
+            return Ok(None);
+        };
+        let list = clients
+            .into_iter()
+            .map(|(ip, c)| {
+                let d = PyDict::new(py);
+                d.set_item("client", ip.to_string())?;
+                d.set_item("connections", c.connections)?;
+                d.set_item("blind", c.blind)?;
+                d.set_item("last_blind", c.last_blind.map(|a| a.to_string()))?;
+                Ok(d)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let d = PyDict::new(py);
+        d.set_item("clients", list)?;
+        d.set_item("uncounted", uncounted)?;
+        Ok(Some(d))
+    }
+
     /// Conntrack entries deleted for `address` so far (as a new address).
     fn flushed_for(&self, address: &str) -> PyResult<u64> {
         let addr: std::net::IpAddr = address

@@ -61,6 +61,7 @@ TOP_KEYS = (
     "policies",
     "control_socket",
     "conntrack_events",
+    "dns_blind",
     "list_refresh",
     "list_cache",
     "trusted_resolvers",
@@ -135,6 +136,7 @@ class _Loader(NftablesChecks):
         )
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
+        dns_blind = self.get(top, "dns_blind", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
         self.list_cache = self.get(top, "list_cache", DEFAULT_LIST_CACHE, v.path)
         log_to = self.get(top, "log", "stderr", v.log_target)
@@ -172,6 +174,7 @@ class _Loader(NftablesChecks):
             policies=tuple(policies),
             control_socket=sock,
             conntrack_events=ct_events,
+            dns_blind=dns_blind,
             list_refresh=refresh,
             list_cache=self.list_cache,
             trusted_resolvers=trusted,

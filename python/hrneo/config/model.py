@@ -149,6 +149,8 @@ class Config:
     control_socket: str = DEFAULT_SOCKET_PATH
     # Keep a conntrack index from kernel events, so a flush needs no table dump.
     conntrack_events: bool = True
+    # Count, per LAN client, new connections to addresses no answer contained.
+    dns_blind: bool = True
     list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
     list_cache: str = DEFAULT_LIST_CACHE  # where the last good copy of each URL list is kept
     # Only answers from these sources count (CIDR text, "203.0.113.53/32"); () = any.

@@ -178,6 +178,9 @@ impl PacketSource for FakeSource {
     }
 }
 
+/// Where a fake flusher puts the DNS-blind counter the pipeline hands over.
+pub(super) type BlindSink = Arc<Mutex<Option<Arc<Mutex<crate::Blind>>>>>;
+
 /// Records flush calls; 3 entries per address; calls may block on a gate or fail.
 #[derive(Clone, Default)]
 pub(super) struct FakeFlusher {
@@ -189,6 +192,8 @@ pub(super) struct FakeFlusher {
     pub(super) in_set_at_flush: Arc<Mutex<Vec<bool>>>,
     /// Pretend the event index is valid: flushes are done in the submitter's thread.
     pub(super) ready: bool,
+    /// Pretend to follow conntrack events: the DNS-blind counter handed over lands here.
+    pub(super) blind: Option<BlindSink>,
     pub(super) threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
 }
 
@@ -235,6 +240,11 @@ impl Flusher for FakeFlusher {
     }
     fn index_ready(&self) -> bool {
         self.ready
+    }
+    fn watch_blind(&mut self, blind: Arc<Mutex<crate::Blind>>) -> bool {
+        let Some(sink) = &self.blind else { return false };
+        *sink.lock().unwrap() = Some(blind);
+        true
     }
 }
 

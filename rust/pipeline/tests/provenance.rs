@@ -1,5 +1,8 @@
 //! The provenance record on fakes: what `why` tells, and the addresses a reload
-//! takes out because no rule of the new plan would bring them.
+//! takes out because no rule of the new plan would bring them. And DNS-blind
+//! counting: which addresses answers carried.
+
+use std::sync::{Arc, Mutex};
 
 use super::fakes::*;
 use super::*;
@@ -68,4 +71,34 @@ fn a_removed_policy_takes_its_addresses_out_of_its_old_set() {
     let only_vpn1: Vec<PolicySpec> = policies().into_iter().take(1).collect();
     drop(r.p.swap_plan(plan(&r.kernel, only_vpn1, &[("example.org", 0)])));
     assert!(!r.kernel.members("hr_plain").contains("192.0.2.70"));
+}
+
+#[test]
+fn every_answers_addresses_count_as_seen_for_dns_blind_counting() {
+    let sink = Arc::new(Mutex::new(None));
+    let mut r = rig_with(FakeFlusher { blind: Some(sink.clone()), ..Default::default() });
+    r.p.set_protected(vec![
+        Entry::parse("192.0.2.0/26").unwrap(),
+        Entry::parse("192.0.2.1").unwrap(),
+    ]);
+    // A watched answer and an unwatched one: both addresses are "seen".
+    r.feed(vec![
+        answer(&["a.example.org"], &["203.0.113.30"]),
+        answer(&["x.unwatched.test"], &["198.51.100.30"]),
+    ]);
+    let blind = sink.lock().unwrap().clone().expect("the pipeline handed its counter over");
+    {
+        let mut b = blind.lock().unwrap();
+        b.connection("192.0.2.2".parse().unwrap(), "203.0.113.30".parse().unwrap());
+        b.connection("192.0.2.2".parse().unwrap(), "198.51.100.30".parse().unwrap());
+        b.connection("192.0.2.2".parse().unwrap(), "198.51.100.31".parse().unwrap());
+    }
+    let (clients, uncounted) = r.p.blind_clients().unwrap();
+    assert_eq!(uncounted, 0);
+    let c = clients[0].1;
+    assert_eq!((clients[0].0.to_string().as_str(), c.connections, c.blind), ("192.0.2.2", 3, 1));
+    r.p.set_dns_blind(false);
+    assert!(r.p.blind_clients().is_none());
+    // Without conntrack events there is nothing to count.
+    assert!(rig().p.blind_clients().is_none());
 }
