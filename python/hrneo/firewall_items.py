@@ -28,7 +28,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Union
 
-from hrneo.config import Config
+from hrneo.config import Config, Policy, Route
 
 COMMENT_PREFIX = "hrneo:"
 # Lower preference than the table's own default route (metric 0, IPv6 1024).
@@ -93,6 +93,24 @@ def route_items(cfg: Config) -> list[Item]:
     return [i for i in desired_items(cfg) if not isinstance(i, IptRule)]
 
 
+def mark_rules(pol: Policy, family: int, setname: str, route: Route) -> list[IptRule]:
+    """The MARK rules of one policy and family, in mangle: PREROUTING for what the
+    router forwards, OUTPUT for its own traffic. With `clients`, one PREROUTING
+    rule per client network of the family (none: the family is marked for no
+    one) and no OUTPUT rule: the router is not one of the listed devices."""
+    spec = (
+        "-m", "set", "--match-set", setname, "dst",
+        "-m", "comment", "--comment", f"{COMMENT_PREFIX}{pol.name}",
+        "-j", "MARK", "--set-xmark", f"{route.mark:#x}/{route.mask:#x}",
+    )  # fmt: skip
+    if not pol.clients:
+        return [IptRule(family, "mangle", chain, spec) for chain in ("PREROUTING", "OUTPUT")]
+    return [
+        IptRule(family, "mangle", "PREROUTING", ("-s", net, *spec))
+        for net in pol.clients_of(family)
+    ]
+
+
 def desired_items(cfg: Config, unverified: Collection[int] = ()) -> list[Item]:
     """What the daemon installs for `cfg`, in install order.
 
@@ -121,13 +139,7 @@ def desired_items(cfg: Config, unverified: Collection[int] = ()) -> list[Item]:
             setname = pol.ipset if family == 4 else pol.ipset6
             if setname is None:
                 continue
-            mspec = (
-                "-m", "set", "--match-set", setname, "dst",
-                "-m", "comment", "--comment", f"{COMMENT_PREFIX}{pol.name}",
-                "-j", "MARK", "--set-xmark", f"{route.mark:#x}/{route.mask:#x}",
-            )  # fmt: skip
-            for chain in ("PREROUTING", "OUTPUT"):
-                items.append(IptRule(family, "mangle", chain, mspec))
+            items += mark_rules(pol, family, setname, route)
             if route.kill_switch:
                 # Before the ip rule: the table never sends marked traffic on unblocked.
                 items.append(BlockRoute(family, route.table))

@@ -95,6 +95,7 @@ POLICY_KEYS = (
     "static",
     "route",
     "nftset",
+    "clients",
 )
 ROUTE_KEYS = (
     "interface",
@@ -307,7 +308,9 @@ class _Loader(NftablesChecks, AddressChecks):
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
-            self.foreign_route(m["route"][1], name, (nft4, nft6))
+            self.foreign_route(m["route"][1], name, (nft4, nft6), "clients" in m)
+        has6 = (ipset6 is not None or nft6 is not None) and fw.ipv6
+        clients = self.clients(m, name, has6=has6, routed="route" in m)
         if self.watchlist.count(index) == 0 and not static and not urls:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
@@ -330,6 +333,7 @@ class _Loader(NftablesChecks, AddressChecks):
             domain_urls=tuple(urls),
             static=tuple(static),
             route=route,
+            clients=clients,
             line=node.start_mark.line + 1,
             index=index,
             watchlist=self.watchlist,
