@@ -81,6 +81,9 @@ class Policy:
     domain_urls: tuple[str, ...] = ()
     static: tuple[str, ...] = ()
     route: Route | None = None
+    # The LAN devices the route is for (addresses and networks, as `static`
+    # writes them); () = every device and the router itself.
+    clients: tuple[str, ...] = ()
     line: int = 0
     index: int = 0
     watchlist: Watchlist | None = field(default=None, repr=False, compare=False)
@@ -96,6 +99,10 @@ class Policy:
         if self.nft6:
             return self.nft6
         return own_set(self.ipset6) if self.ipset6 else None
+
+    def clients_of(self, family: int) -> tuple[str, ...]:
+        """The `clients` of IP version `family` (4 or 6)."""
+        return tuple(c for c in self.clients if (":" in c) == (family == 6))
 
     @property
     def domains(self) -> tuple[str, ...]:
