@@ -40,7 +40,7 @@ pub use nftables::{
     NftSetSession, NftSetSpec, RefreshMode, HRNEO_TABLE,
 };
 pub use pipeline::{
-    Counters, FlushTotals, Flusher, IpsetWriter, Level, NftWriter, Notes, Pipeline, Plan,
+    Counters, FlushTotals, Flusher, IpsetWriter, Learned, Level, NftWriter, Notes, Pipeline, Plan,
     PolicyCounters, PolicySpec, Prepared, SetWriter, Wake,
 };
 pub use watchlist::{Added, Hit, Origin, Watchlist};

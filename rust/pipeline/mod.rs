@@ -19,7 +19,7 @@ pub use flush::{FlushTotals, FlushWorker, Flusher};
 pub use guard::Guard;
 pub use nftwriter::NftWriter;
 pub use notes::{Level, Notes};
-pub use plan::{IpsetWriter, Plan, PolicySpec, Prepared, SetWriter};
+pub use plan::{IpsetWriter, Learned, Plan, PolicySpec, Prepared, SetWriter};
 pub use stats::{Counters, PolicyCounters};
 
 use read::{handle_packet, Ctx, Pending, Scratch};
@@ -344,6 +344,17 @@ impl Pipeline {
     /// hook): vanished sets are created, static entries re-added. Returns the log lines.
     pub fn prepare_plan(&mut self) -> Result<Vec<String>> {
         self.plan.prepare()
+    }
+
+    /// The learned entries of the plan's sets, with the seconds each has left
+    /// (see `Plan::learned`): what a state file keeps across a reboot.
+    pub fn learned(&mut self) -> Result<Learned> {
+        self.plan.learned()
+    }
+
+    /// Put saved entries back into the plan's sets (see `Plan::restore`).
+    pub fn restore(&mut self, saved: &Learned) -> (usize, Vec<String>) {
+        self.plan.restore(saved)
     }
 
     /// Queue a line for the log (the caller's own, beside the pipeline's).

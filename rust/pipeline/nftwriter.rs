@@ -124,4 +124,12 @@ impl SetWriter for NftWriter {
         }
         self.batch.commit_entries()
     }
+
+    fn members(&mut self) -> Result<Vec<(Entry, Option<u32>)>> {
+        self.batch.members()
+    }
+
+    fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
+        self.batch.restore(entries)
+    }
 }

@@ -3,6 +3,7 @@
 
 mod fakes;
 mod hold;
+mod state;
 
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
