@@ -19,7 +19,7 @@ pub use flush::{FlushTotals, FlushWorker, Flusher};
 pub use guard::Guard;
 pub use nftwriter::NftWriter;
 pub use notes::{Level, Notes};
-pub use plan::{IpsetWriter, Learned, Plan, PolicySpec, Prepared, SetWriter};
+pub use plan::{IpsetWriter, Learned, Lister, Plan, PolicySpec, Prepared, SetWriter};
 pub use stats::{Counters, PolicyCounters};
 
 use read::{handle_packet, Ctx, Pending, Scratch};
@@ -347,9 +347,15 @@ impl Pipeline {
     }
 
     /// The learned entries of the plan's sets, with the seconds each has left
-    /// (see `Plan::learned`): what a state file keeps across a reboot.
-    pub fn learned(&mut self) -> Result<Learned> {
+    /// (see `Lister::learned`): what a state file keeps across a reboot.
+    pub fn learned(&self) -> Result<Learned> {
         self.plan.learned()
+    }
+
+    /// The plan's sets on sockets of their own, to list them outside the
+    /// pipeline's lock (see `Plan::lister`).
+    pub fn lister(&self) -> Result<Lister> {
+        self.plan.lister()
     }
 
     /// Put saved entries back into the plan's sets (see `Plan::restore`).

@@ -132,4 +132,8 @@ impl SetWriter for NftWriter {
     fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
         self.batch.restore(entries)
     }
+
+    fn reopen(&self) -> Result<Box<dyn SetWriter>> {
+        Ok(Box::new(NftWriter { batch: NftSetBatch::new(self.batch.set().clone(), None)? }))
+    }
 }

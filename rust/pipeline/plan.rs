@@ -59,6 +59,10 @@ pub trait SetWriter: Send {
     /// has and counts as present: the kernel's countdown is at least as fresh
     /// as the file, and a static entry stays permanent.
     fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed>;
+
+    /// Another writer of the same set, on a socket of its own: the set is
+    /// listed on it while this one goes on committing.
+    fn reopen(&self) -> Result<Box<dyn SetWriter>>;
 }
 
 /// One set of a plan.
@@ -141,27 +145,24 @@ impl Plan {
         s.writer.prepare(s.family, &self.policies[s.policy])
     }
 
-    /// The learned entries of each set, by set name, in plan order: members
-    /// with time left that are no static entry of their policy (statics stay
-    /// permanent; a policy with timeout 0 has nothing learned to list). A set
-    /// that is gone lists nothing.
-    pub fn learned(&mut self) -> Result<Learned> {
-        let mut out = Vec::with_capacity(self.sets.len());
-        for s in &mut self.sets {
-            let members = match s.writer.members() {
-                Ok(m) => m,
-                Err(e) if e.errno() == Some(libc::ENOENT) => Vec::new(),
-                Err(e) => return Err(e),
-            };
-            let statics = &self.policies[s.policy].statics;
-            let learned = members
-                .into_iter()
-                .filter_map(|(e, left)| Some((e, left?)))
-                .filter(|(e, _)| !statics.contains(e))
-                .collect();
-            out.push((s.name.clone(), learned));
-        }
-        Ok(out)
+    /// The plan's sets on sockets of their own, to list their learned entries
+    /// without holding up the commits (a dump of 100,000 entries of an nftables
+    /// interval set takes the kernel seconds).
+    pub fn lister(&self) -> Result<Lister> {
+        let sets = self
+            .sets
+            .iter()
+            .map(|s| {
+                let statics = self.policies[s.policy].statics.clone();
+                Ok((s.name.clone(), statics, s.writer.reopen()?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Lister { sets })
+    }
+
+    /// The learned entries of each set (see `Lister::learned`).
+    pub fn learned(&self) -> Result<Learned> {
+        self.lister()?.learned()
     }
 
     /// Put saved entries back: for each set of the plan named in `saved`, its
@@ -228,6 +229,36 @@ impl Plan {
         } else {
             v4
         }
+    }
+}
+
+/// A plan's sets with a writer each of their own (see `Plan::lister`).
+pub struct Lister {
+    /// Per set: its name, its policy's static entries, a writer.
+    sets: Vec<(String, Vec<Entry>, Box<dyn SetWriter>)>,
+}
+
+impl Lister {
+    /// The learned entries of each set, by set name, in plan order: members
+    /// with time left that are no static entry of their policy (statics stay
+    /// permanent; a policy with timeout 0 has nothing learned to list). A set
+    /// that is gone lists nothing.
+    pub fn learned(self) -> Result<Learned> {
+        let mut out = Vec::with_capacity(self.sets.len());
+        for (name, statics, mut writer) in self.sets {
+            let members = match writer.members() {
+                Ok(m) => m,
+                Err(e) if e.errno() == Some(libc::ENOENT) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            let learned = members
+                .into_iter()
+                .filter_map(|(e, left)| Some((e, left?)))
+                .filter(|(e, _)| !statics.contains(e))
+                .collect();
+            out.push((name, learned));
+        }
+        Ok(out)
     }
 }
 
@@ -331,5 +362,9 @@ impl SetWriter for IpsetWriter {
 
     fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
         self.batch.restore(entries)
+    }
+
+    fn reopen(&self) -> Result<Box<dyn SetWriter>> {
+        Ok(Box::new(IpsetWriter::open(self.batch.set_name())?))
     }
 }

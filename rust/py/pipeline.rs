@@ -310,9 +310,13 @@ impl PyPipeline {
 
     /// The learned entries of every set of the plan in use, by set name:
     /// members with time left that are no static entry, each with its seconds
-    /// left (what a state file keeps across a reboot). One dump per set.
+    /// left (what a state file keeps across a reboot). One dump per set, on
+    /// sockets of its own: the pipeline goes on committing meanwhile.
     fn learned<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let learned = self.inner.detached(py, Pipeline::learned)?;
+        // The lock only while the sockets are opened: the dumps (seconds for a
+        // large nftables interval set) run beside the commits.
+        let lister = self.inner.detached(py, |p| p.lister())?;
+        let learned = py.detach(move || lister.learned())?;
         learned_dict(py, learned)
     }
 

@@ -97,16 +97,22 @@ def test_written_only_when_something_was_learned_or_refreshed(
     clock[0] += 300
     assert not k.save(src, final=True)
     # A refresh (the countdown restarted) is a change, in either set.
-    src.state["hr_vpn6"] = [("2001:db8::1", 599)]
+    src.state["hr_vpn6"] = [("2001:db8::1", 595)]
     clock[0] += 300
     assert k.save(src, final=True)
     assert k.writes == 3
-    # Writes in a thread of their own, unless at stop.
-    src.state["hr_vpn"].append(("192.0.2.3", 600))
+    # Looks in a thread of their own, unless at stop.
+    src.drift(300)
+    src.state["hr_vpn"].append(("192.0.2.3", 590))
     clock[0] += 300
     assert k.save(src)
     k.wait(10)
     assert k.writes == 4 and "192.0.2.3" in state.read_text()
+    src.drift(300)
+    clock[0] += 300
+    assert k.save(src)  # a look, which writes nothing
+    k.wait(10)
+    assert k.writes == 4
 
 
 def test_the_timeout_of_a_set_decides_what_is_fresh(tmp_path: Path, clock: list[float]) -> None:
@@ -169,7 +175,7 @@ def test_failures_are_logged_rate_limited_never_raised(
     k.restore(Restorer())
     for _ in range(3):
         clock[0] += 300
-        assert k.save(Lister(), final=True)
+        assert not k.save(Lister(), final=True)
     lines = [r.getMessage() for r in caplog.records if r.name == "hrneo.statekeeper"]
     assert len(lines) == 1 and "learned addresses not saved" in lines[0], lines
     assert f"File exists ({blocker})" in lines[0]
@@ -184,7 +190,7 @@ def test_failures_are_logged_rate_limited_never_raised(
             raise OSError(105, "No buffer space available")
 
     clock[0] += 3600
-    assert not k.save(Broken())
+    assert not k.save(Broken(), final=True)
     assert "listing the sets" in caplog.records[-1].getMessage()
 
 

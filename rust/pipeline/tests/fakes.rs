@@ -103,6 +103,11 @@ impl SetWriter for FakeWriter {
         Ok(set.members.iter().map(|(e, t)| (*e, t.filter(|&t| t > 0))).collect())
     }
 
+    fn reopen(&self) -> Result<Box<dyn SetWriter>> {
+        let (kernel, name) = (self.kernel.clone(), self.name.clone());
+        Ok(Box::new(FakeWriter { kernel, name, timeout: self.timeout }))
+    }
+
     fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
         let mut sets = self.kernel.sets.lock().unwrap();
         let Some(set) = sets.get_mut(&self.name) else {
