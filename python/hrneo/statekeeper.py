@@ -81,9 +81,11 @@ def config_sets(cfg: Config, backend: str) -> dict[str, SetInfo]:
 
 def describe(got: Restorable, added: int) -> str:
     """The log line of a restore."""
-    skipped = [
-        f"{got.entries - added} already in their sets or left out (static, timeout 0)",
-    ]
+    skipped = []
+    if got.entries > added:
+        skipped.append(
+            f"{got.entries - added} already in their sets, static or of a policy with timeout 0"
+        )
     if got.expired:
         skipped.append(f"{got.expired} expired")
     if got.dropped_sets:
@@ -92,9 +94,8 @@ def describe(got: Restorable, added: int) -> str:
         skipped.append(f"{n} of sets no longer in the config ({names})")
     if got.wrong_family:
         skipped.append(f"{got.wrong_family} of the wrong family for their set")
-    return (
-        f"{added} learned addresses restored ({got.elapsed:.0f} s after the file was "
-        f"written; {'; '.join(skipped)})"
+    return f"{added} learned addresses restored, {got.elapsed:.0f} s after the file was " + (
+        f"written ({'; '.join(skipped)})" if skipped else "written"
     )
 
 
