@@ -141,6 +141,31 @@ def write_atomic(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
+def ram_backed(path: str, mounts: str = "/proc/self/mounts") -> str | None:
+    """The file system type if `path` (or the directory it would be made in) is in
+    RAM, "tmpfs" or "ramfs": a file there does not survive a reboot (OpenWrt's
+    /var is /tmp). None otherwise, or when the mounts cannot be read."""
+    here = os.path.abspath(path)
+    while not os.path.exists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    here = os.path.realpath(here)
+    best, fstype = "", None
+    try:
+        with open(mounts, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                # Spaces in a mount point are written as \040.
+                point = parts[1].replace("\\040", " ")
+                inside = here == point or here.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, fstype = point, parts[2]
+    except OSError:
+        return None
+    return fstype if fstype in ("tmpfs", "ramfs") else None
+
+
 # -- reading -------------------------------------------------------------------
 def _seconds(v: object) -> float | None:
     """`v` as a finite time >= 0, or None."""

@@ -32,7 +32,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from hrneo.statefile import Clock, Restorable, State, clock_now, encode, load, write_atomic
+from hrneo.statefile import (
+    Clock,
+    Restorable,
+    State,
+    clock_now,
+    encode,
+    load,
+    ram_backed,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     from hrneo.config import Config
@@ -121,6 +130,7 @@ class StateKeeper:
         if cfg.state_file != self.path:
             if cfg.state_file is not None:
                 log.info("state file is now %s", cfg.state_file)
+                self._warn_ram(cfg.state_file)
             self._owed = cfg.state_file is not None
         if cfg.state_interval != self.interval:
             self._next = self._looked + cfg.state_interval
@@ -135,6 +145,7 @@ class StateKeeper:
         self._next = self._looked + self.interval
         if self.path is None:
             return 0
+        self._warn_ram(self.path)
         got = load(self.path, {name: s.version for name, s in self.sets.items()})
         if got is None:
             self._owed = True  # missing or unreadable: write a good one at the first look
@@ -150,6 +161,17 @@ class StateKeeper:
             log.warning("state file %s: %s", self.path, line)
         log.info("state file %s: %s", self.path, describe(got, added))
         return added
+
+    @staticmethod
+    def _warn_ram(path: str) -> None:
+        fstype = ram_backed(path)
+        if fstype:
+            log.warning(
+                "state file %s is on %s (in RAM): it will not survive a reboot; set "
+                "state_file to a path on flash or a USB disk (OpenWrt: /etc/hrneo/state.json)",
+                path,
+                fstype,
+            )
 
     def due(self, now: float) -> bool:
         """Whether the periodic look is due (monotonic `now`)."""

@@ -17,6 +17,7 @@ from hrneo.statefile import (
     encode,
     load,
     parse,
+    ram_backed,
     read_state,
     restorable,
     write_atomic,
@@ -201,3 +202,18 @@ def test_sets_no_longer_in_the_config_and_wrong_families_are_dropped() -> None:
     assert got.state == {"hr_vpn": [("203.0.113.5", 590)], "hr_vpn6": [("2001:db8::5", 290)]}
     assert got.dropped_sets == {"hr_old": 2}
     assert got.wrong_family == 2
+
+
+def test_a_file_in_ram_is_told_apart(tmp_path: Path) -> None:
+    ram, usb = tmp_path / "ram", tmp_path / "ram" / "my usb"
+    usb.mkdir(parents=True)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/root / squashfs ro 0 0\n"
+        f"tmpfs {ram} tmpfs rw,nosuid 0 0\n"
+        f"/dev/sda1 {str(usb).replace(' ', chr(92) + '040')} ext4 rw 0 0\n"
+    )
+    assert ram_backed(f"{ram}/hrneo/state.json", str(mounts)) == "tmpfs"
+    assert ram_backed(f"{usb}/hrneo/state.json", str(mounts)) is None
+    assert ram_backed(f"{tmp_path}/ramx/state.json", str(mounts)) is None
+    assert ram_backed(f"{ram}/state.json", str(tmp_path / "no-such-file")) is None
