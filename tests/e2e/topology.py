@@ -336,6 +336,7 @@ class Topology:
             f"""nflog_group: 100
 backend: {self.backend}
 {hold}control_socket: {self.control}
+state_file: {self.tmp / "state.json"}
 {trusted}firewall:
   manage_rules: true
   dns_chains: [FORWARD]

@@ -34,6 +34,8 @@ from hrneo.config.model import (
     DEFAULT_RECHECK_INTERVAL,
     DEFAULT_RULE_PRIORITY,
     DEFAULT_SOCKET_PATH,
+    DEFAULT_STATE_FILE,
+    DEFAULT_STATE_INTERVAL,
     DEFAULT_TIMEOUT,
     HOLD_MAX_MS_RANGE,
     RECHECK_INTERVAL_RANGE,
@@ -64,6 +66,8 @@ TOP_KEYS = (
     "conntrack_events",
     "list_refresh",
     "list_cache",
+    "state_file",
+    "state_interval",
     "trusted_resolvers",
     "log",
     "metrics_listen",
@@ -139,6 +143,8 @@ class _Loader(NftablesChecks, AddressChecks):
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
         self.list_cache = self.get(top, "list_cache", DEFAULT_LIST_CACHE, v.path)
+        state_file = self.get(top, "state_file", DEFAULT_STATE_FILE, v.optional_path)
+        state_interval = self.get(top, "state_interval", DEFAULT_STATE_INTERVAL, v.state_interval)
         log_to = self.get(top, "log", "stderr", v.log_target)
         metrics, allow_remote = self.metrics(top)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
@@ -176,6 +182,9 @@ class _Loader(NftablesChecks, AddressChecks):
             conntrack_events=ct_events,
             list_refresh=refresh,
             list_cache=self.list_cache,
+            # A relative path is the config directory's (an absolute one stays).
+            state_file=state_file and os.path.join(self.base, state_file),
+            state_interval=state_interval,
             trusted_resolvers=trusted,
             log=log_to,
             metrics_listen=metrics,

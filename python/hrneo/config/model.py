@@ -29,6 +29,10 @@ DEFAULT_LIST_REFRESH = 86400
 # (and the learned addresses). Entware keeps its state under /opt.
 DEFAULT_STATE_DIR = "/opt/var/lib/hrneo" if os.path.isdir("/opt/etc") else "/var/lib/hrneo"
 DEFAULT_LIST_CACHE = os.path.join(DEFAULT_STATE_DIR, "lists")
+# The learned addresses, with the time each has left (hrneo.statefile), written
+# every state_interval seconds when something was learned since, and at stop.
+DEFAULT_STATE_FILE = os.path.join(DEFAULT_STATE_DIR, "state.json")
+DEFAULT_STATE_INTERVAL = 300
 # hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
 # recognise (and delete) the ones it left behind.
 DEFAULT_RULE_PRIORITY = 9000
@@ -158,6 +162,8 @@ class Config:
     conntrack_events: bool = True
     list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
     list_cache: str = DEFAULT_LIST_CACHE  # where the last good copy of each URL list is kept
+    state_file: str | None = DEFAULT_STATE_FILE  # None: learned addresses die with the sets
+    state_interval: int = DEFAULT_STATE_INTERVAL  # seconds between writes; 0 = at stop only
     # Only answers from these sources count (CIDR text, "203.0.113.53/32"); () = any.
     trusted_resolvers: tuple[str, ...] = ()
     log: str = "stderr"  # or "syslog" (through /dev/log)
