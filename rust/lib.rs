@@ -42,8 +42,8 @@ pub use nftables::{
     NftSetSession, NftSetSpec, RefreshMode, HRNEO_TABLE,
 };
 pub use pipeline::{
-    Counters, FlushTotals, Flusher, IpsetWriter, Learned, Level, NftWriter, Notes, Pipeline, Plan,
-    PolicyCounters, PolicySpec, Prepared, SetWriter, Wake, MAX_RECORDS,
+    Counters, FlushTotals, Flusher, IpsetWriter, Learned, Level, Lister, NftWriter, Notes,
+    Pipeline, Plan, PolicyCounters, PolicySpec, Prepared, SetWriter, Wake, WhyRecord, MAX_RECORDS,
 };
 pub use watchlist::{Added, Hit, Origin, Watchlist};
 

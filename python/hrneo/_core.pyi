@@ -425,6 +425,9 @@ class Plan:
     def prepare(self) -> list[str]:
         """Create missing sets, check families, decide timeouts, add static entries;
         returns the lines to log."""
+    def restore(self, state: dict[str, Sequence[tuple[str, int]]]) -> tuple[int, list[str]]:
+        """Put saved entries back after prepare(): set name -> (entry, seconds left).
+        Returns how many went in, and lines to log of sets that refused some."""
 
 @final
 class Pipeline(_Closeable):
@@ -477,6 +480,14 @@ class Pipeline(_Closeable):
         """A new longest hold (hold mode), from the deadline's next tick on; False
         if the source holds nothing."""
     def prepare(self) -> list[str]: ...
+    def learned(self) -> dict[str, list[tuple[str, int]]]:
+        """Per set name: the members with time left that are no static entry, each
+        with its seconds left (one dump per set, the GIL released)."""
+    def restore(self, state: dict[str, Sequence[tuple[str, int]]]) -> tuple[int, list[str]]:
+        """Put saved entries back: set name -> (entry, seconds left). Unknown sets,
+        timeout-0 policies, statics and the other family are skipped; times are
+        capped at the policy's timeout; an entry already in its set keeps its own.
+        Returns how many went in, and lines to log of sets that refused some."""
     def set_trusted(self, nets: list[str]) -> None:
         """Only answers from these addresses/networks count from now on ([]: any source)."""
     def set_protected(self, nets: list[str]) -> None:

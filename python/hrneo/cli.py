@@ -209,6 +209,9 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
         f"backend {cfg.backend}",
         file=sys.stdout,
     )
+    for p in cfg.policies:
+        if p.clients and p.route:  # without a route, `clients` was a warning
+            print(f"policy {p.name}: routed for clients {', '.join(p.clients)} only")
     return EXIT_OK
 
 

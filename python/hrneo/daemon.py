@@ -34,6 +34,7 @@ from hrneo.errors import ConfigError, DaemonError, FirewallError
 from hrneo.fetcher import UrlLists
 from hrneo.instance import LOCK_PREFIX, InstanceLock
 from hrneo.pidfile import remove_pidfile, write_pidfile
+from hrneo.statekeeper import StateKeeper
 from hrneo.status import (
     DaemonStatus,
     PipelineStats,
@@ -120,6 +121,8 @@ class Daemon:
         self._resource_log_t = 0.0
         self.lists = UrlLists(self.sel, self._lists_changed)
         self._lists_reload = False  # the reload wanted was asked for by the list fetcher
+        # Set names depend on the backend: a fake core (tests) names ipsets.
+        self.state = StateKeeper(config, getattr(self.core, "backend", "ipset"))
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
@@ -147,6 +150,8 @@ class Daemon:
             raise DaemonError(f"sets: {e}") from None
         for line in notes:
             log.info("%s", line)
+        # Before the rules and the reading: the addresses a reboot took are back first.
+        self.state.restore(plan)
         if cfg.firewall.manage_rules:
             self._firewall_on = True
             if others:
@@ -254,6 +259,7 @@ class Daemon:
             self._serve_metrics(cfg.metrics_listen)
         # A reload the fetcher asked for needs no fetch; a SIGHUP fetches the lists too.
         self.lists.update(cfg, refetch=not self._lists_reload)
+        self.state.update(cfg)
         self.config = cfg
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         return self._reloaded(
@@ -426,6 +432,8 @@ class Daemon:
         if self._recheck_wanted or (interval and now >= self._next_recheck):
             self._recheck_wanted = False
             self.recheck()
+        if self.pipeline is not None and self.state.due(now):
+            self.state.save(self.pipeline)
         if now - self._summary_t >= SUMMARY_INTERVAL:
             self._summary()
         if self.control is not None:
@@ -437,6 +445,7 @@ class Daemon:
     def stop(self) -> None:
         """Undo start: rules out, sockets closed. Sets stay (the kernel keeps the state)."""
         if self.pipeline is not None:
+            self.state.at_stop(self.pipeline)
             # Pending conntrack flushes are of addresses already in their sets: done first.
             self.pipeline.close()
             self._log_notes()

@@ -18,6 +18,9 @@ const ACK_BUDGET: usize = 2048;
 const WANT_RCVBUF: usize = 4 << 20;
 const WANT_SNDBUF: usize = 1 << 20;
 
+/// A set's header and members, each with the seconds it has left.
+type Listed = (SetHeader, Vec<(Entry, Option<u32>)>);
+
 /// A netlink socket for ipset requests: the kernel's verbs on sets.
 pub struct IpsetSession {
     sock: NetfilterSocket,
@@ -62,7 +65,7 @@ impl IpsetSession {
         }
     }
 
-    fn list_raw(&mut self, set: &str, header_only: bool) -> Result<(SetHeader, Vec<Entry>)> {
+    fn list_raw(&mut self, set: &str, header_only: bool) -> Result<Listed> {
         check_name(set)?;
         let seq = self.sock.next_seq();
         let mut d = Datagram::new();
@@ -86,7 +89,19 @@ impl IpsetSession {
 
     /// Header and members.
     pub fn list(&mut self, set: &str) -> Result<(SetHeader, Vec<Entry>)> {
-        self.list_raw(set, false)
+        let (h, members) = self.list_raw(set, false)?;
+        Ok((h, members.into_iter().map(|(e, _)| e).collect()))
+    }
+
+    /// Header and members, each with the seconds it has left (None: it never
+    /// expires: a set without timeouts, or an entry added with timeout 0).
+    pub fn list_timeouts(&mut self, set: &str) -> Result<Listed> {
+        let (h, mut members) = self.list_raw(set, false)?;
+        for (_, t) in &mut members {
+            // The kernel says 0 for a permanent entry (IPSET_ELEM_PERMANENT).
+            *t = t.filter(|&t| t > 0);
+        }
+        Ok((h, members))
     }
 
     /// Whether a set called `set` exists.
@@ -201,6 +216,18 @@ impl IpsetSession {
         timeout: Option<u32>,
         excl: bool,
     ) -> Result<(Vec<usize>, Vec<usize>, Option<i32>)> {
+        self.add_round_with(set, all, idx, |_| timeout, excl)
+    }
+
+    /// `add_round` with a timeout per entry: `timeout(i)` for `all[i]`.
+    pub(crate) fn add_round_with(
+        &mut self,
+        set: &str,
+        all: &[Entry],
+        idx: &[usize],
+        timeout: impl Fn(usize) -> Option<u32>,
+        excl: bool,
+    ) -> Result<(Vec<usize>, Vec<usize>, Option<i32>)> {
         let (mut new, mut present, mut err) = (Vec::new(), Vec::new(), None);
         let mut d = std::mem::take(&mut self.scratch);
         let mut sent = Vec::with_capacity(idx.len().min(self.chunk));
@@ -210,7 +237,7 @@ impl IpsetSession {
             sent.clear();
             for (k, &i) in part.iter().enumerate() {
                 let seq = self.sock.next_seq();
-                msg_add(&mut d, seq, set, &all[i], timeout, excl, k + 1 == part.len());
+                msg_add(&mut d, seq, set, &all[i], timeout(i), excl, k + 1 == part.len());
                 sent.push((seq, i));
             }
             let (first, last) = (sent[0].0, sent[sent.len() - 1].0);

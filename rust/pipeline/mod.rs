@@ -20,8 +20,8 @@ pub use flush::{FlushTotals, FlushWorker, Flusher};
 pub use guard::Guard;
 pub use nftwriter::NftWriter;
 pub use notes::{Level, Notes};
-pub use plan::{IpsetWriter, Plan, PolicySpec, Prepared, SetWriter};
-pub use provenance::{Learned, MAX_RECORDS};
+pub use plan::{IpsetWriter, Learned, Lister, Plan, PolicySpec, Prepared, SetWriter};
+pub use provenance::{WhyRecord, MAX_RECORDS};
 pub use stats::{Counters, PolicyCounters};
 
 use provenance::Provenance;
@@ -206,7 +206,7 @@ impl Pipeline {
     }
 
     /// What brought `addr` into each set it was learned into (empty: nothing known).
-    pub fn why(&self, addr: &std::net::IpAddr) -> Vec<Learned> {
+    pub fn why(&self, addr: &std::net::IpAddr) -> Vec<WhyRecord> {
         self.provenance.of(addr)
     }
 
@@ -442,6 +442,23 @@ impl Pipeline {
     /// hook): vanished sets are created, static entries re-added. Returns the log lines.
     pub fn prepare_plan(&mut self) -> Result<Vec<String>> {
         self.plan.prepare()
+    }
+
+    /// The learned entries of the plan's sets, with the seconds each has left
+    /// (see `Lister::learned`): what a state file keeps across a reboot.
+    pub fn learned(&self) -> Result<Learned> {
+        self.plan.learned()
+    }
+
+    /// The plan's sets on sockets of their own, to list them outside the
+    /// pipeline's lock (see `Plan::lister`).
+    pub fn lister(&self) -> Result<Lister> {
+        self.plan.lister()
+    }
+
+    /// Put saved entries back into the plan's sets (see `Plan::restore`).
+    pub fn restore(&mut self, saved: &Learned) -> (usize, Vec<String>) {
+        self.plan.restore(saved)
     }
 
     /// Queue a line for the log (the caller's own, beside the pipeline's).

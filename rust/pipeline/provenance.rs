@@ -20,7 +20,7 @@ const MAX_NAMES: usize = 8;
 
 /// Why one address is in one set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Learned {
+pub struct WhyRecord {
     /// The set.
     pub set: Arc<str>,
     /// The policy whose rule matched.
@@ -57,7 +57,7 @@ pub struct AnswerInfo {
 /// The bounded record.
 #[derive(Debug, Default)]
 pub struct Provenance {
-    records: HashMap<(IpAddr, Arc<str>), Learned>,
+    records: HashMap<(IpAddr, Arc<str>), WhyRecord>,
     /// Keys in the order they were first recorded, for eviction.
     order: VecDeque<(IpAddr, Arc<str>)>,
 }
@@ -97,7 +97,7 @@ impl Provenance {
         names.truncate(MAX_NAMES);
         self.records.insert(
             key.clone(),
-            Learned {
+            WhyRecord {
                 set: set.clone(),
                 policy: policy.clone(),
                 qname: answer.qname.clone(),
@@ -121,8 +121,8 @@ impl Provenance {
     }
 
     /// Every record of `addr` (one per set it was learned into).
-    pub fn of(&self, addr: &IpAddr) -> Vec<Learned> {
-        let mut out: Vec<Learned> =
+    pub fn of(&self, addr: &IpAddr) -> Vec<WhyRecord> {
+        let mut out: Vec<WhyRecord> =
             self.records.iter().filter(|((a, _), _)| a == addr).map(|(_, r)| r.clone()).collect();
         out.sort_by(|a, b| a.set.cmp(&b.set));
         out
@@ -137,8 +137,8 @@ impl Provenance {
     /// longer match their policy).
     pub fn take_unless(
         &mut self,
-        mut keep: impl FnMut(&Learned) -> bool,
-    ) -> Vec<(IpAddr, Learned)> {
+        mut keep: impl FnMut(&WhyRecord) -> bool,
+    ) -> Vec<(IpAddr, WhyRecord)> {
         let gone: Vec<(IpAddr, Arc<str>)> =
             self.records.iter().filter(|(_, r)| !keep(r)).map(|(k, _)| k.clone()).collect();
         let out = gone.iter().filter_map(|k| self.records.remove(k).map(|r| (k.0, r))).collect();
@@ -151,7 +151,7 @@ impl Provenance {
 
 /// Whether answers with `r`'s names would still go to `r`'s policy under `plan`
 /// (the names are matched together, as the pipeline matches an answer's chain).
-pub(super) fn still_brought(plan: &Plan, r: &Learned) -> bool {
+pub(super) fn still_brought(plan: &Plan, r: &WhyRecord) -> bool {
     let Some(pi) = plan.policies.iter().position(|p| *p.name == *r.policy) else {
         return false;
     };

@@ -33,12 +33,17 @@ class FakePlan:
         self.cfg = cfg
         self.fail = fail
         self.prepared = 0
+        self.restored: dict[str, list[tuple[str, int]]] = {}
 
     def prepare(self) -> list[str]:
         if self.fail:
             raise PermissionError(1, "Operation not permitted")
         self.prepared += 1
         return [f"prepared {p.ipset}" for p in self.cfg.policies]
+
+    def restore(self, state: dict[str, Sequence[tuple[str, int]]]) -> tuple[int, list[str]]:
+        self.restored = {k: list(v) for k, v in state.items()}
+        return sum(len(v) for v in state.values()), []
 
 
 def counters(**kw: int) -> PolicyCounters:
@@ -68,6 +73,7 @@ class FakePipeline:
         self.runs = 0
         self.trusted: list[str] = []
         self.protected: list[str] = []
+        self.learned_state: dict[str, list[tuple[str, int]]] = {}
 
     def run(self, timeout: float, wake_fd: int | None = None) -> str:
         self.runs += 1
@@ -112,6 +118,9 @@ class FakePipeline:
     def prepare(self) -> list[str]:
         self.prepares += 1
         return self.plans[-1].prepare()
+
+    def learned(self) -> dict[str, list[tuple[str, int]]]:
+        return self.learned_state
 
     def set_trusted(self, nets: list[str]) -> None:
         self.trusted = nets

@@ -102,6 +102,38 @@ impl SetWriter for FakeWriter {
         }
         Ok(c)
     }
+
+    fn members(&mut self) -> Result<Vec<(Entry, Option<u32>)>> {
+        let sets = self.kernel.sets.lock().unwrap();
+        let Some(set) = sets.get(&self.name) else {
+            return Err(crate::ipset::consts::kernel_error(&self.name, libc::ENOENT));
+        };
+        // As the kernel says it: timeout 0 is a permanent entry.
+        Ok(set.members.iter().map(|(e, t)| (*e, t.filter(|&t| t > 0))).collect())
+    }
+
+    fn reopen(&self) -> Result<Box<dyn SetWriter>> {
+        let (kernel, name) = (self.kernel.clone(), self.name.clone());
+        Ok(Box::new(FakeWriter { kernel, name, timeout: self.timeout }))
+    }
+
+    fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
+        let mut sets = self.kernel.sets.lock().unwrap();
+        let Some(set) = sets.get_mut(&self.name) else {
+            return Err(crate::ipset::consts::kernel_error(&self.name, libc::ENOENT));
+        };
+        let mut c = Committed::default();
+        for &(e, t) in entries {
+            match set.members.entry(e) {
+                std::collections::hash_map::Entry::Occupied(_) => c.present += 1,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Some(t));
+                    c.new.push(e);
+                }
+            }
+        }
+        Ok(c)
+    }
 }
 
 /// Packets pushed by the test; a socket pair makes the fd readable while any wait.

@@ -4,6 +4,7 @@
 mod fakes;
 mod hold;
 mod provenance;
+mod state;
 
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
