@@ -6,6 +6,7 @@
 //! qemu on big-endian MIPS; `py` wraps them as the Python module `hrneo._core`.
 #![warn(missing_docs)]
 
+mod blind;
 mod capture;
 mod conntrack;
 mod dns;
@@ -24,6 +25,7 @@ mod py;
 #[cfg(test)]
 mod testutil;
 
+pub use blind::{Blind, ClientCount, MAX_CLIENTS};
 pub use capture::{
     decode_datagram, decode_queue_datagram, CaptureStats, Captured, DnsEventReader, HoldStats,
     NflogConfig, NflogReader, NfqueueConfig, NfqueueReader, PacketSource, QueueDatagram,
@@ -42,8 +44,8 @@ pub use nftables::{
     NftSetSession, NftSetSpec, RefreshMode, HRNEO_TABLE,
 };
 pub use pipeline::{
-    Counters, FlushTotals, Flusher, IpsetWriter, Level, NftWriter, Notes, Pipeline, Plan,
-    PolicyCounters, PolicySpec, Prepared, SetWriter, Wake,
+    Counters, FlushTotals, Flusher, IpsetWriter, Learned, Level, Lister, NftWriter, Notes,
+    Pipeline, Plan, PolicyCounters, PolicySpec, Prepared, SetWriter, Wake, WhyRecord, MAX_RECORDS,
 };
 pub use watchlist::{Added, Hit, Origin, Watchlist};
 

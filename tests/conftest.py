@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hrneo.testing.netns import Netns, leftover_namespaces
@@ -27,6 +28,15 @@ def require_kernel_tools(*tools: str) -> None:
     require(os.geteuid() == 0, "needs root")
     for tool in ("ip", *tools):
         require(shutil.which(tool) is not None, f"needs the `{tool}` program")
+
+
+@pytest.fixture(autouse=True)
+def _state_file_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config without `state_file` keeps its state in the test's directory, never
+    in the machine's /var/lib/hrneo (a daemon of one test would restore another's)."""
+    import hrneo.config.loader
+
+    monkeypatch.setattr(hrneo.config.loader, "DEFAULT_STATE_FILE", str(tmp_path / "state.json"))
 
 
 @pytest.fixture

@@ -54,10 +54,11 @@ fuzz_target!(|data: &[u8]| {
         let v4 = e.family == AF_INET;
         assert!(v4 || e.family == AF_INET6, "only IPv4 and IPv6 entries");
         assert_eq!(e.orig_dst.is_ipv4(), v4);
+        assert!(e.orig_src.is_none_or(|s| s.is_ipv4() == v4));
         assert!(e.reply_src.is_none_or(|r| r.is_ipv4() == v4));
         assert!(within(d, e.tuple), "the tuple borrows the datagram");
         assert!(e.matches(&HashSet::from([e.orig_dst])));
-        round_trip(e.victim());
+        round_trip(e.victim(), e.orig_src);
 
         // The index and the model.
         let v = e.victim();
@@ -107,7 +108,7 @@ fuzz_target!(|data: &[u8]| {
 
 /// The DELETE written for an entry carries its tuple, id and zone: read as a
 /// DESTROY event it is the same entry (without the reply tuple, not sent).
-fn round_trip(v: Victim) {
+fn round_trip(v: Victim, orig_src: Option<IpAddr>) {
     let mut d = Datagram::new();
     write_delete(&mut d, 7, &v, true);
     let mut it = messages(d.as_bytes());
@@ -118,5 +119,6 @@ fn round_trip(v: Victim) {
         panic!("the DELETE of {v:?} does not read back");
     };
     assert_eq!((back.family, back.orig_dst, back.tuple), (v.family, v.orig_dst, &v.tuple[..]));
+    assert_eq!(back.orig_src, orig_src, "the same tuple, the same source");
     assert_eq!((back.id, back.zone, back.reply_src), (v.id, v.zone, None::<IpAddr>));
 }

@@ -8,7 +8,7 @@
 //! present, or the first other error.
 //!
 //! 0x80 and up: the rest describes a set header and members (any address,
-//! any CIDR, host bits set or not), written as the kernel writes a LIST reply
+//! any CIDR, host bits set or not, with or without the seconds left), written as the kernel writes a LIST reply
 //! with the core's netlink writer; reading it gives that header and those
 //! members as the kernel would hold them.
 #![no_main]
@@ -68,9 +68,9 @@ fn raw(d: &[u8]) {
             acks.insert(seq, code);
         }
     }
-    members.iter().for_each(check_member);
+    members.iter().for_each(|(e, _)| check_member(e));
     let _ = (h.family_name(), h.is_net());
-    for e in &members {
+    for (e, _) in &members {
         let _ = h.check_entry(e);
     }
 
@@ -119,7 +119,8 @@ fn written(input: &[u8]) {
             IpAddr::from((u128::from(b.u64()) << 64 | u128::from(b.u64())).to_be_bytes())
         };
         let cidr = (k & 2 != 0).then(|| b.u8());
-        raw_members.push((addr, cidr));
+        let left = (k & 4 != 0).then(|| b.u32());
+        raw_members.push((addr, cidr, left));
     }
 
     // One message with the header, then the members two per message, as a dump comes.
@@ -142,7 +143,7 @@ fn written(input: &[u8]) {
         m.attr_u8(ATTR_PROTOCOL, 6);
         m.attr_strz(ATTR_SETNAME, &name);
         m.nest_start(ATTR_ADT);
-        for (addr, cidr) in pair {
+        for (addr, cidr, left) in pair {
             m.nest_start(ATTR_DATA);
             m.nest_start(ATTR_IP);
             match addr {
@@ -152,6 +153,9 @@ fn written(input: &[u8]) {
             m.nest_end();
             if let Some(c) = cidr {
                 m.attr_u8(ATTR_CIDR, *c);
+            }
+            if let Some(t) = left {
+                m.attr_be32(ATTR_TIMEOUT | NET_BYTEORDER, *t);
             }
             m.nest_end();
         }
@@ -167,16 +171,17 @@ fn written(input: &[u8]) {
     assert_eq!((h.timeout, h.maxelem, h.elements), (Some(timeout), Some(maxelem), Some(elements)));
     // What the kernel would hold: the network of a CIDR shorter than the
     // address, the address alone for a full (or impossible) one.
-    let want: Vec<Entry> = raw_members
+    let want: Vec<(Entry, Option<u32>)> = raw_members
         .iter()
-        .map(|(addr, cidr)| {
+        .map(|(addr, cidr, left)| {
             let width = if addr.is_ipv4() { 32 } else { 128 };
-            match cidr.filter(|&c| c < width) {
+            let e = match cidr.filter(|&c| c < width) {
                 Some(c) => Entry::parse(&format!("{addr}/{c}")).expect("a network"),
                 None => Entry::host(*addr),
-            }
+            };
+            (e, *left)
         })
         .collect();
     assert_eq!(members, want);
-    members.iter().for_each(check_member);
+    members.iter().for_each(|(e, _)| check_member(e));
 }

@@ -6,9 +6,12 @@ from typing import Literal, Protocol, final
 
 from typing_extensions import Self, TypeAlias
 
-from hrneo.status import PipelineStats
+from hrneo.status import BlindReport, PipelineStats
+from hrneo.why import WhyRecord
 
 __all__ = [
+    "BLIND_CLIENTS",
+    "WHY_RECORDS",
     "ConntrackFlusher",
     "DnsAnswer",
     "DnsEvent",
@@ -34,6 +37,8 @@ __all__ = [
 ]
 
 __version__: str
+WHY_RECORDS: int  # addresses Pipeline.why remembers at most
+BLIND_CLIENTS: int  # clients Pipeline.blind_clients follows at most
 
 class _Closeable:
     def close(self) -> None:
@@ -420,6 +425,9 @@ class Plan:
     def prepare(self) -> list[str]:
         """Create missing sets, check families, decide timeouts, add static entries;
         returns the lines to log."""
+    def restore(self, state: dict[str, Sequence[tuple[str, int]]]) -> tuple[int, list[str]]:
+        """Put saved entries back after prepare(): set name -> (entry, seconds left).
+        Returns how many went in, and lines to log of sets that refused some."""
 
 @final
 class Pipeline(_Closeable):
@@ -456,10 +464,30 @@ class Pipeline(_Closeable):
     ) -> None:
         """Read NFLOG group or queue `number` from now on; the old source's queued
         packets are processed first (a queue accepts what it holds, then unbinds)."""
+    def why(self, address: str) -> list[WhyRecord]:
+        """What brought `address` into each set it was learned into (set, policy,
+        qname, names, rule, first_seen, last_seen, answers, added); [] when no
+        answer among the last WHY_RECORDS addresses learned carried it."""
+    def set_dns_blind(self, on: bool) -> None:
+        """Turn DNS-blind counting off (the counts so far are dropped) or on."""
+    def blind_clients(self) -> BlindReport | None:
+        """Per LAN client: new connections to outside addresses, and those to
+        addresses no answer seen contained (most of the latter first; at most
+        BLIND_CLIENTS clients); None when not counted (off, or no conntrack events)."""
+    def flushed_for(self, address: str) -> int:
+        """Conntrack entries deleted for `address` so far (as a new address)."""
     def set_hold_max(self, hold_max_ms: int) -> bool:
         """A new longest hold (hold mode), from the deadline's next tick on; False
         if the source holds nothing."""
     def prepare(self) -> list[str]: ...
+    def learned(self) -> dict[str, list[tuple[str, int]]]:
+        """Per set name: the members with time left that are no static entry, each
+        with its seconds left (one dump per set, the GIL released)."""
+    def restore(self, state: dict[str, Sequence[tuple[str, int]]]) -> tuple[int, list[str]]:
+        """Put saved entries back: set name -> (entry, seconds left). Unknown sets,
+        timeout-0 policies, statics and the other family are skipped; times are
+        capped at the policy's timeout; an entry already in its set keeps its own.
+        Returns how many went in, and lines to log of sets that refused some."""
     def set_trusted(self, nets: list[str]) -> None:
         """Only answers from these addresses/networks count from now on ([]: any source)."""
     def set_protected(self, nets: list[str]) -> None:

@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         "--socket", default=None,
         help=f"control socket (default: $HRNEO_SOCKET or {DEFAULT_SOCKET_PATH})",
     )  # fmt: skip
+    why = sub.add_parser("why", help="why an address is in a set: policy, names, when")
+    why.add_argument("address", help="an IPv4 or IPv6 address")
+    why.add_argument("--json", action="store_true", help="print the raw JSON")
+    why.add_argument(
+        "--socket", default=None,
+        help=f"control socket (default: $HRNEO_SOCKET or {DEFAULT_SOCKET_PATH})",
+    )  # fmt: skip
     imp = sub.add_parser(
         "import", help="print an equivalent hrneo config from another tool's files",
         description="Formats: hydraroute (a HydraRoute Neo directory, default "
@@ -202,6 +209,9 @@ def cmd_check(path: str, out: TextIO | None = None) -> int:
         f"backend {cfg.backend}",
         file=sys.stdout,
     )
+    for p in cfg.policies:
+        if p.clients and p.route:  # without a route, `clients` was a warning
+            print(f"policy {p.name}: routed for clients {', '.join(p.clients)} only")
     return EXIT_OK
 
 
@@ -273,6 +283,31 @@ def cmd_status(sock: str, as_json: bool, prometheus: bool = False) -> int:
         sys.stdout.write(format_prometheus(st))
     else:
         print(format_status(st))
+    return EXIT_OK
+
+
+def cmd_why(sock: str, address: str, as_json: bool) -> int:
+    """Ask the running daemon why `address` is (or is not) in a set."""
+    from hrneo.control import request
+    from hrneo.why import format_why
+
+    try:
+        reply = request(sock, f"why {address}")
+    except HrneoError as e:
+        print(f"hrneo why: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    if not isinstance(reply, dict) or "error" in reply:
+        why_not = reply.get("error") if isinstance(reply, dict) else "not a why reply"
+        print(f"hrneo why: {why_not}", file=sys.stderr)
+        return EXIT_FAIL
+    if as_json:
+        import json
+
+        print(json.dumps(reply, indent=2, sort_keys=True))
+    else:
+        from hrneo._core import WHY_RECORDS
+
+        print(format_why(reply, WHY_RECORDS))
     return EXIT_OK
 
 
@@ -378,4 +413,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "install-service":
         return cmd_install_service(args)
     sock = args.socket or os.environ.get("HRNEO_SOCKET") or DEFAULT_SOCKET_PATH
+    if args.command == "why":
+        return cmd_why(sock, args.address, args.json)
     return cmd_status(sock, args.json, args.prometheus)

@@ -34,12 +34,14 @@ from hrneo.errors import ConfigError, DaemonError, FirewallError
 from hrneo.fetcher import UrlLists
 from hrneo.instance import LOCK_PREFIX, InstanceLock
 from hrneo.pidfile import remove_pidfile, write_pidfile
+from hrneo.statekeeper import StateKeeper
 from hrneo.status import (
     DaemonStatus,
     PipelineStats,
     PolicyCounters,
     ReloadInfo,
 )
+from hrneo.why import why_reply
 
 if TYPE_CHECKING:
     from hrneo.metrics import MetricsServer
@@ -119,6 +121,8 @@ class Daemon:
         self._resource_log_t = 0.0
         self.lists = UrlLists(self.sel, self._lists_changed)
         self._lists_reload = False  # the reload wanted was asked for by the list fetcher
+        # Set names depend on the backend: a fake core (tests) names ipsets.
+        self.state = StateKeeper(config, getattr(self.core, "backend", "ipset"))
 
     # -- start -----------------------------------------------------------------
     def start(self) -> None:
@@ -146,6 +150,8 @@ class Daemon:
             raise DaemonError(f"sets: {e}") from None
         for line in notes:
             log.info("%s", line)
+        # Before the rules and the reading: the addresses a reboot took are back first.
+        self.state.restore(plan)
         if cfg.firewall.manage_rules:
             self._firewall_on = True
             if others:
@@ -253,6 +259,7 @@ class Daemon:
             self._serve_metrics(cfg.metrics_listen)
         # A reload the fetcher asked for needs no fetch; a SIGHUP fetches the lists too.
         self.lists.update(cfg, refetch=not self._lists_reload)
+        self.state.update(cfg)
         self.config = cfg
         self._next_recheck = time.monotonic() + cfg.firewall.recheck_interval
         return self._reloaded(
@@ -311,6 +318,7 @@ class Daemon:
         self.pipeline.set_trusted(list(cfg.trusted_resolvers))
         nets = protected_networks(cfg, prefix=self.firewall.prefix, runner=self.firewall.run)
         self.pipeline.set_protected(nets)
+        self.pipeline.set_dns_blind(cfg.dns_blind)
 
     def recheck(self) -> int:
         """Put back what vanished: sets (destroyed) and their static entries
@@ -336,11 +344,14 @@ class Daemon:
 
     # -- status ----------------------------------------------------------------
     def command(self, cmd: str) -> Any:
-        """Control socket commands: `status`, `recheck`."""
+        """Control socket commands: `status`, `recheck`, `why ADDRESS`."""
         if cmd == "status":
             return self.status()
         if cmd == "recheck":
             return {"reinstalled": self.recheck()}
+        if cmd.startswith("why "):
+            backend = self.backend.name if self.backend else "ipset"
+            return why_reply(cmd[4:].strip(), self.config, self.pipeline, backend)
         return {"error": f"unknown command {cmd!r}"}
 
     def _pipeline_stats(self) -> PipelineStats | None:
@@ -421,6 +432,8 @@ class Daemon:
         if self._recheck_wanted or (interval and now >= self._next_recheck):
             self._recheck_wanted = False
             self.recheck()
+        if self.pipeline is not None and self.state.due(now):
+            self.state.save(self.pipeline)
         if now - self._summary_t >= SUMMARY_INTERVAL:
             self._summary()
         if self.control is not None:
@@ -432,6 +445,7 @@ class Daemon:
     def stop(self) -> None:
         """Undo start: rules out, sockets closed. Sets stay (the kernel keeps the state)."""
         if self.pipeline is not None:
+            self.state.at_stop(self.pipeline)
             # Pending conntrack flushes are of addresses already in their sets: done first.
             self.pipeline.close()
             self._log_notes()

@@ -6,7 +6,16 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, cast
 
-from hrneo.status import DaemonStatus, PipelineStats, PolicyCounters, PolicyStatus, TcpStats
+from hrneo.status import (
+    BlindClientStatus,
+    BlindReport,
+    BlindStatus,
+    DaemonStatus,
+    PipelineStats,
+    PolicyCounters,
+    PolicyStatus,
+    TcpStats,
+)
 
 if TYPE_CHECKING:
     from hrneo.daemon import Daemon
@@ -73,4 +82,26 @@ def daemon_status(d: Daemon, ps: PipelineStats | None) -> DaemonStatus:
             "unverified": sorted(d.firewall.unverified),
         },
         "policies": policies,
+        "dns_blind": blind_summary(d.pipeline.blind_clients() if d.pipeline else None),
     }
+
+
+# A client is flagged once this many of its new connections were seen, and at
+# least this share of them went to addresses no answer contained.
+BLIND_MIN_CONNECTIONS = 20
+BLIND_SHARE = 0.5
+# Clients listed in a status reply at most (the core counts BLIND_CLIENTS).
+BLIND_LISTED = 20
+
+
+def blind_summary(report: BlindReport | None) -> BlindStatus | None:
+    """The status's view of DNS-blind counting: the clients with the most blind
+    connections, each flagged `likely` when its share is high."""
+    if report is None:
+        return None
+    clients: list[BlindClientStatus] = []
+    for c in report["clients"][:BLIND_LISTED]:
+        share = c["blind"] / c["connections"] if c["connections"] else 0.0
+        likely = c["connections"] >= BLIND_MIN_CONNECTIONS and share >= BLIND_SHARE
+        clients.append({**c, "share": round(share, 3), "likely": likely})
+    return {"clients": clients, "uncounted": report["uncounted"]}

@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Callable, Union
 
-from hrneo.config import Config, FirewallConfig
+from hrneo.config import Config, FirewallConfig, Policy
 from hrneo.errors import FirewallError
 from hrneo.firewall import COMMENT_PREFIX, Firewall, Runner, route_items
 from hrneo.firewall import Item as RouteItem
@@ -124,11 +124,25 @@ def desired_rules(cfg: Config) -> list[NftRule]:
             fam, table, setname = spec.split("#")
             if (fam, table) != ("inet", HRNEO_TABLE):
                 continue  # a set of another table: rules there are the user's (config warned)
-            match = f"{'ip' if family == 4 else 'ip6'} daddr @{setname}"
-            for chain, *_ in MARK_CHAINS:
-                tag = f"{COMMENT_PREFIX}{pol.name}:{family}"
+            tag = f"{COMMENT_PREFIX}{pol.name}:{family}"
+            for chain, match in mark_matches(pol, family, setname):
                 rules.append(NftRule(chain_name(group, chain), tag, f"{match} {mark}"))
     return rules
+
+
+def mark_matches(pol: Policy, family: int, setname: str) -> list[tuple[str, str]]:
+    """(chain, match) of a policy's marking for one family: every packet to the
+    set, forwarded (prerouting) or the router's own (output). With `clients`,
+    one prerouting rule with their networks as an anonymous set (none if the
+    family has no client) and no output rule: the router is not a listed device."""
+    ip = "ip" if family == 4 else "ip6"
+    to_set = f"{ip} daddr @{setname}"
+    if not pol.clients:
+        return [(chain, to_set) for chain, *_ in MARK_CHAINS]
+    nets = pol.clients_of(family)
+    if not nets:
+        return []
+    return [("mark_prerouting", f"{ip} saddr {{ {', '.join(nets)} }} {to_set}")]
 
 
 def ruleset_script(rules: Sequence[NftRule], groups: Collection[int]) -> str:

@@ -42,6 +42,37 @@ class HoldStats(TypedDict):
     max_us: int
 
 
+class BlindClient(TypedDict):
+    """One LAN client's new connections, and those to addresses no answer contained."""
+
+    client: str
+    connections: int
+    blind: int
+    last_blind: str | None
+
+
+class BlindReport(TypedDict):
+    """DNS-blind counting (`Pipeline.blind_clients`)."""
+
+    clients: list[BlindClient]  # most blind first
+    uncounted: int  # connections of clients past the cap
+
+
+class BlindClientStatus(BlindClient):
+    """A client in `status`: its share of blind connections, and whether it is
+    likely resolving some other way (DNS over HTTPS/TLS, hard-coded addresses)."""
+
+    share: float
+    likely: bool
+
+
+class BlindStatus(TypedDict):
+    """DNS-blind counting in `status` (None there: off, or no conntrack events)."""
+
+    clients: list[BlindClientStatus]
+    uncounted: int
+
+
 class PolicyCounters(TypedDict):
     """One policy's counters (kept by name across reloads)."""
 
@@ -153,6 +184,7 @@ class DaemonStatus(TypedDict):
     last_reload: ReloadInfo | None
     firewall: FirewallStatus
     policies: list[PolicyStatus]
+    dns_blind: BlindStatus | None
 
 
 def _ago(seconds: float) -> str:
@@ -197,6 +229,15 @@ def format_status(st: dict[str, Any]) -> str:
             f"{hold.get('p99_us', 0)} us  max {hold.get('max_us', 0)} us  deadline releases "
             f"{hold.get('timeouts', 0)}  fail-opens {hold.get('fail_opens', 0)}"
         )
+    blind = st.get("dns_blind")
+    if isinstance(blind, dict):
+        flagged = [c for c in blind.get("clients") or [] if isinstance(c, dict) and c.get("likely")]
+        for c in flagged:
+            lines.append(
+                f"DNS-blind client {c.get('client')}: {c.get('blind')} of {c.get('connections')} "
+                f"new connections to addresses no DNS answer contained (last "
+                f"{c.get('last_blind')}): likely DNS over HTTPS/TLS or hard-coded addresses"
+            )
     rl = st.get("last_reload")
     if rl:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(rl.get("time", 0))))

@@ -16,10 +16,12 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use super::filter;
 use super::index::EntryIndex;
 use super::message::*;
+use crate::blind::Blind;
 use crate::nl::consts::AF_UNSPEC;
 use crate::nl::{messages, Datagram, NetfilterSocket, NlMsg};
 use crate::{Error, Result};
@@ -118,6 +120,10 @@ struct Tracker {
     buf: Vec<u8>,
     index: EntryIndex,
     filtered: bool,
+    /// Where new connections are reported for DNS-blind counting.
+    blind: Option<Arc<Mutex<Blind>>>,
+    /// New connections of this drain: (source, destination).
+    opened: Vec<(IpAddr, IpAddr)>,
 }
 
 impl Tracker {
@@ -131,7 +137,14 @@ impl Tracker {
         sock.set_rcvbuf(rcvbuf)?;
         sock.set_nonblocking(true)?;
         let index = EntryIndex::new(INDEX_CAP);
-        Ok(Tracker { sock, buf: vec![0; EVENT_BUF], index, filtered })
+        Ok(Tracker {
+            sock,
+            buf: vec![0; EVENT_BUF],
+            index,
+            filtered,
+            blind: None,
+            opened: Vec::new(),
+        })
     }
 
     /// Read every queued event into the index; returns how many were read.
@@ -139,6 +152,12 @@ impl Tracker {
     fn drain(&mut self, stats: &mut FlusherStats) -> io::Result<u64> {
         let mut n = 0;
         let res = self.drain_counting(stats, &mut n);
+        if let (Some(b), false) = (&self.blind, self.opened.is_empty()) {
+            if let Ok(mut b) = b.lock() {
+                self.opened.drain(..).for_each(|(src, dst)| b.connection(src, dst));
+            }
+            self.opened.clear();
+        }
         stats.events += n;
         if res.is_err() {
             self.index.invalidate();
@@ -155,6 +174,9 @@ impl Tracker {
                         match parse_event(&m) {
                             Some(ev) => {
                                 *n += 1;
+                                if let (Event::New(e), Some(_)) = (&ev, &self.blind) {
+                                    self.opened.extend(e.orig_src.map(|s| (s, e.orig_dst)));
+                                }
                                 self.index.apply(&ev);
                             }
                             None => stats.unparsed += 1,
@@ -220,6 +242,18 @@ impl ConntrackFlusher {
     /// tracking, and no event lost since the index was last built.
     pub fn index_ready(&self) -> bool {
         self.tracker.as_ref().is_some_and(|t| t.index.is_valid())
+    }
+
+    /// Report every new connection to `blind` (DNS-blind counting); false when
+    /// not tracking (no conntrack events to learn them from).
+    pub fn watch_blind(&mut self, blind: Arc<Mutex<Blind>>) -> bool {
+        match self.tracker.as_mut() {
+            Some(t) => {
+                t.blind = Some(blind);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The event socket's descriptor, when tracking.

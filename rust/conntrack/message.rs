@@ -124,6 +124,8 @@ fn tuple_addr(tuple: &Attr<'_>, family: u8, v4: u16, v6: u16) -> Option<IpAddr> 
 pub struct DumpedEntry<'a> {
     /// AF_INET or AF_INET6.
     pub family: u8,
+    /// Original source (the side that opened the connection).
+    pub orig_src: Option<IpAddr>,
     /// Original destination.
     pub orig_dst: IpAddr,
     /// None when the kernel sent no reply tuple (it always does, but it is not needed).
@@ -201,9 +203,10 @@ fn parse_body<'a>(m: &NlMsg<'a>) -> Option<DumpedEntry<'a>> {
     let orig = orig?;
     // A tuple without its protocol part would not identify the entry.
     attrs(orig.data).find(CTA_TUPLE_PROTO)?;
+    let orig_src = tuple_addr(&orig, family, CTA_IP_V4_SRC, CTA_IP_V6_SRC);
     let orig_dst = tuple_addr(&orig, family, CTA_IP_V4_DST, CTA_IP_V6_DST)?;
     let reply_src = reply.and_then(|r| tuple_addr(&r, family, CTA_IP_V4_SRC, CTA_IP_V6_SRC));
-    Some(DumpedEntry { family, orig_dst, reply_src, tuple: orig.data, id, zone })
+    Some(DumpedEntry { family, orig_src, orig_dst, reply_src, tuple: orig.data, id, zone })
 }
 
 /// Group victims into datagrams of at most `batch` DELETE messages, the last

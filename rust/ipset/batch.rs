@@ -211,4 +211,66 @@ impl IpsetBatch {
             self.header = None;
         }
     }
+
+    /// The members, each with the seconds it has left (None: it never expires).
+    pub fn members(&mut self) -> Result<Vec<(Entry, Option<u32>)>> {
+        match self.session.list_timeouts(&self.set) {
+            Ok((_, members)) => Ok(members),
+            Err(e) => {
+                self.forget_header_on(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Add `entries`, each with its own timeout in seconds (addresses kept in a
+    /// state file across a reboot), outside the queue. Sent with EXCL: an entry
+    /// already in the set keeps what it has, as its own countdown is at least
+    /// as fresh as a file (and a permanent static entry must not start to
+    /// expire); those count as `present`. Entries of the other family and
+    /// timeouts of 0 (which would make them permanent) are left out; timeouts
+    /// are capped at the kernel's most (IPSET_MAX_TIMEOUT). `Err` only when
+    /// nothing could be sent (no such set, no timeout support).
+    pub fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
+        let header = self.header()?.clone();
+        if header.timeout.is_none() {
+            return Err(kernel_error(&self.set, IPSET_ERR_TIMEOUT));
+        }
+        let (all, timeouts): (Vec<Entry>, Vec<u32>) = entries
+            .iter()
+            .filter(|(e, t)| *t > 0 && header.check_entry(e).is_ok())
+            .map(|&(e, t)| (e, t.min(IPSET_MAX_TIMEOUT)))
+            .unzip();
+        if all.is_empty() {
+            return Ok(Committed::default());
+        }
+        let idx: Vec<usize> = (0..all.len()).collect();
+        let (new, present, err) = match self.session.add_round_with(
+            &self.set,
+            &all,
+            &idx,
+            |i| timeouts.get(i).copied(),
+            true,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.forget_header_on(&e);
+                return Err(e);
+            }
+        };
+        if err == Some(libc::ENOENT) && new.is_empty() && present.is_empty() {
+            self.header = None;
+            return Err(kernel_error(&self.set, libc::ENOENT));
+        }
+        let error = err.map(|code| kernel_error(&self.set, code));
+        Ok(Committed {
+            new: new.into_iter().map(|i| all[i]).collect(),
+            present: present.len(),
+            error,
+        })
+    }
 }
+
+/// The longest timeout the kernel keeps, in seconds (IPSET_MAX_TIMEOUT in
+/// ip_set_timeout.h: (UINT_MAX >> 1) / MSEC_PER_SEC); it caps longer ones itself.
+const IPSET_MAX_TIMEOUT: u32 = (u32::MAX >> 1) / 1000;

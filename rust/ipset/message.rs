@@ -78,6 +78,15 @@ pub fn add_datagram(
     Ok(d.as_bytes().to_vec())
 }
 
+/// DEL of one element; the kernel answers -IPSET_ERR_EXIST when it is not there.
+/// Without `ack` the kernel answers only a failure.
+pub(crate) fn msg_del(d: &mut Datagram, seq: u32, set: &str, e: &Entry, ack: bool) {
+    let mut m = begin(d, IPSET_CMD_DEL, if ack { NLM_F_ACK } else { 0 }, seq, set);
+    m.nest_start(IPSET_ATTR_DATA);
+    put_entry(&mut m, e);
+    m.nest_end();
+}
+
 /// TEST: acked 0 when present, -IPSET_ERR_EXIST when not.
 pub(crate) fn msg_test(d: &mut Datagram, seq: u32, set: &str, e: &Entry) {
     let mut m = begin(d, IPSET_CMD_TEST, NLM_F_ACK, seq, set);
@@ -140,8 +149,11 @@ pub struct CreateSpec<'a> {
 // ------------------------------------------------------------------ parsing
 
 /// Fill `h` and `members` from one LIST reply message (header attributes come
-/// in the first message of a set, members in IPSET_ATTR_ADT of any).
-pub fn parse_list_msg(m: &NlMsg<'_>, h: &mut SetHeader, members: &mut Vec<Entry>) {
+/// in the first message of a set, members in IPSET_ATTR_ADT of any). Each
+/// member comes with its IPSET_ATTR_TIMEOUT: the seconds it has left (the
+/// kernel rounds down, and says at least 1 for an entry that still counts down),
+/// 0 for a permanent entry of a timeout set, None in a set without timeouts.
+pub fn parse_list_msg(m: &NlMsg<'_>, h: &mut SetHeader, members: &mut Vec<(Entry, Option<u32>)>) {
     for a in m.nf_attrs() {
         match a.ty {
             IPSET_ATTR_SETNAME => h.name = a.str(),
@@ -173,9 +185,10 @@ pub fn parse_list_msg(m: &NlMsg<'_>, h: &mut SetHeader, members: &mut Vec<Entry>
     }
 }
 
-fn parse_member(attrs: AttrIter<'_>) -> Option<Entry> {
+fn parse_member(attrs: AttrIter<'_>) -> Option<(Entry, Option<u32>)> {
     let mut addr = None;
     let mut cidr = None;
+    let mut timeout = None;
     for a in attrs {
         match a.ty {
             IPSET_ATTR_IP => {
@@ -193,13 +206,14 @@ fn parse_member(attrs: AttrIter<'_>) -> Option<Entry> {
                 };
             }
             IPSET_ATTR_CIDR => cidr = a.u8(),
+            IPSET_ATTR_TIMEOUT => timeout = a.be32(),
             _ => {}
         }
     }
     // The kernel sends networks with their host bits clear; an Entry must have
     // them clear whoever sent it (`contains` and equality rely on it).
     let addr = addr?;
-    Some(cidr.map_or(Entry::host(addr), |c| Entry::network(addr, c)))
+    Some((cidr.map_or(Entry::host(addr), |c| Entry::network(addr, c)), timeout))
 }
 
 /// Sort the replies of one ADD round: which entries were new, which present,
@@ -274,6 +288,25 @@ mod tests {
             &[198, 51, 100, 7],
             &nla(8, 6 | 0x4000),
             &[0, 0, 0x0e, 0x10],
+        ]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn restore_add_is_excl_with_its_own_timeout_unacked() {
+        // What IpsetBatch::restore sends for all but the last entry of a datagram:
+        // EXCL (a present entry keeps its timeout), the entry's seconds left, no ACK.
+        let e = Entry::parse("192.0.2.77").unwrap();
+        let got = built(|d| msg_add(d, 9, "hr_vpn1", &e, Some(86_399), true, false));
+        let want = cat(&[
+            &nlh(64, 0x0609, 0x0201, 9),
+            &prologue(),
+            &nla(24, 7 | 0x8000),
+            &nla(12, 1 | 0x8000),
+            &nla(8, 1 | 0x4000),
+            &[192, 0, 2, 77],
+            &nla(8, 6 | 0x4000),
+            &[0, 1, 0x51, 0x7f],
         ]);
         assert_eq!(got, want);
     }
@@ -368,6 +401,39 @@ mod tests {
         assert_eq!(got, cat(&[&nlh(48, 0x0606, 0x0005, 8), &prologue(), &nla(6, 3), b"b\0\0\0"]));
     }
 
+    #[test]
+    fn list_member_timeout_is_big_endian() {
+        // One LIST reply message as the kernel writes it for a hash:net member with
+        // 3600 s left (nla_put_net32: NLA_F_NET_BYTEORDER, big-endian), and one of
+        // a set without timeouts (no IPSET_ATTR_TIMEOUT).
+        let member = |timeout: &[u8]| {
+            cat(&[
+                &nla(4 + 12 + 8 + timeout.len() as u16, 7 | 0x8000),
+                &nla(12, 1 | 0x8000),
+                &nla(8, 1 | 0x4000),
+                &[198, 51, 100, 7],
+                &nla(5, 3),
+                &[32, 0, 0, 0],
+                timeout,
+            ])
+        };
+        for (timeout, want) in
+            [(cat(&[&nla(8, 6 | 0x4000), &[0, 0, 0x0e, 0x10]]), Some(3600)), (Vec::new(), None)]
+        {
+            let m = member(&timeout);
+            let adt = cat(&[&nla(4 + m.len() as u16, 8 | 0x8000), &m]);
+            let body = cat(&[&prologue(), &adt]);
+            let raw = cat(&[&nlh(16 + body.len() as u32, 0x0607, 2, 1), &body]);
+            let mut h = SetHeader::default();
+            let mut members = Vec::new();
+            for m in messages(&raw) {
+                parse_list_msg(&m, &mut h, &mut members);
+            }
+            assert_eq!(h.name, "hr_vpn1");
+            assert_eq!(members, [(Entry::parse("198.51.100.7").unwrap(), want)]);
+        }
+    }
+
     /// An ack as the kernel sends it with NETLINK_CAP_ACK: errno + the request header.
     fn ack(seq: u32, errno: i32) -> Vec<u8> {
         let mut v = nlh(36, 2, 0x100, seq);
@@ -406,11 +472,12 @@ mod tests {
             m.attr_be32(IPSET_ATTR_ELEMENTS | NLA_F_NET_BYTEORDER, 2);
             m.nest_end();
             m.nest_start(IPSET_ATTR_ADT);
-            for (text, cidr) in [("2001:db8::", 64u8), ("2001:db8::5", 128)] {
+            for (text, cidr, left) in [("2001:db8::", 64u8, 0u32), ("2001:db8::5", 128, 599)] {
                 let e = Entry::parse(text).unwrap();
                 m.nest_start(IPSET_ATTR_DATA);
                 put_entry(&mut m, &e);
                 m.attr_u8(IPSET_ATTR_CIDR, cidr);
+                m.attr_be32(IPSET_ATTR_TIMEOUT | NLA_F_NET_BYTEORDER, left);
                 m.nest_end();
             }
             m.nest_end();
@@ -425,8 +492,12 @@ mod tests {
             ("s", "hash:net", "inet6")
         );
         assert_eq!((h.timeout, h.maxelem, h.elements), (Some(600), Some(2), Some(2)));
-        let texts: Vec<String> = members.iter().map(|e| e.to_string()).collect();
-        assert_eq!(texts, ["2001:db8::/64", "2001:db8::5"]);
+        let texts: Vec<(String, Option<u32>)> =
+            members.iter().map(|(e, t)| (e.to_string(), *t)).collect();
+        assert_eq!(
+            texts,
+            [("2001:db8::/64".to_string(), Some(0)), ("2001:db8::5".to_string(), Some(599))]
+        );
         // Truncated copies never panic.
         let b = d.as_bytes();
         for cut in 0..b.len() {
@@ -458,11 +529,11 @@ mod tests {
         for m in messages(d.as_bytes()) {
             parse_list_msg(&m, &mut h, &mut members);
         }
-        let texts: Vec<String> = members.iter().map(|e| e.to_string()).collect();
+        let texts: Vec<String> = members.iter().map(|e| e.0.to_string()).collect();
         assert_eq!(texts, ["192.0.2.0/24", "2001:db8::/64", "192.0.2.9"]);
-        for e in &members {
+        for (e, _) in &members {
             assert_eq!(Entry::parse(&e.to_string()).unwrap(), *e);
         }
-        assert!(members[0].contains(&"192.0.2.77".parse().unwrap()));
+        assert!(members[0].0.contains(&"192.0.2.77".parse().unwrap()));
     }
 }

@@ -18,6 +18,9 @@ const ACK_BUDGET: usize = 2048;
 const WANT_RCVBUF: usize = 4 << 20;
 const WANT_SNDBUF: usize = 1 << 20;
 
+/// A set's header and members, each with the seconds it has left.
+type Listed = (SetHeader, Vec<(Entry, Option<u32>)>);
+
 /// A netlink socket for ipset requests: the kernel's verbs on sets.
 pub struct IpsetSession {
     sock: NetfilterSocket,
@@ -62,7 +65,7 @@ impl IpsetSession {
         }
     }
 
-    fn list_raw(&mut self, set: &str, header_only: bool) -> Result<(SetHeader, Vec<Entry>)> {
+    fn list_raw(&mut self, set: &str, header_only: bool) -> Result<Listed> {
         check_name(set)?;
         let seq = self.sock.next_seq();
         let mut d = Datagram::new();
@@ -86,7 +89,19 @@ impl IpsetSession {
 
     /// Header and members.
     pub fn list(&mut self, set: &str) -> Result<(SetHeader, Vec<Entry>)> {
-        self.list_raw(set, false)
+        let (h, members) = self.list_raw(set, false)?;
+        Ok((h, members.into_iter().map(|(e, _)| e).collect()))
+    }
+
+    /// Header and members, each with the seconds it has left (None: it never
+    /// expires: a set without timeouts, or an entry added with timeout 0).
+    pub fn list_timeouts(&mut self, set: &str) -> Result<Listed> {
+        let (h, mut members) = self.list_raw(set, false)?;
+        for (_, t) in &mut members {
+            // The kernel says 0 for a permanent entry (IPSET_ELEM_PERMANENT).
+            *t = t.filter(|&t| t > 0);
+        }
+        Ok((h, members))
     }
 
     /// Whether a set called `set` exists.
@@ -156,6 +171,37 @@ impl IpsetSession {
         }
     }
 
+    /// Remove `entries` from the set; returns how many were there. Chunked,
+    /// only the last DEL of a datagram acked (the others answer only when absent).
+    pub fn delete(&mut self, set: &str, entries: &[Entry]) -> Result<usize> {
+        check_name(set)?;
+        let mut removed = 0;
+        let mut d = Datagram::new();
+        for part in entries.chunks(self.chunk.max(1)) {
+            d.clear();
+            let first = self.sock.next_seq();
+            let mut last = first;
+            for (k, e) in part.iter().enumerate() {
+                last = if k == 0 { first } else { self.sock.next_seq() };
+                msg_del(&mut d, last, set, e, k + 1 == part.len());
+            }
+            let replies = self
+                .sock
+                .request_failures(d.as_bytes(), first, last)
+                .map_err(|e| io_error(set, e))?;
+            let mut absent = 0;
+            for &code in replies.values() {
+                match code {
+                    0 => {}
+                    c if c == -IPSET_ERR_EXIST => absent += 1,
+                    c => return Err(kernel_error(set, -c)),
+                }
+            }
+            removed += part.len() - absent;
+        }
+        Ok(removed)
+    }
+
     /// Send ADDs of `entries` (indices into `all`), chunked; return seq -> ack.
     /// Send ADDs of `idx` (indices into `all`), chunked; returns the indices
     /// that were new, those that were present, and the first other error code.
@@ -170,6 +216,18 @@ impl IpsetSession {
         timeout: Option<u32>,
         excl: bool,
     ) -> Result<(Vec<usize>, Vec<usize>, Option<i32>)> {
+        self.add_round_with(set, all, idx, |_| timeout, excl)
+    }
+
+    /// `add_round` with a timeout per entry: `timeout(i)` for `all[i]`.
+    pub(crate) fn add_round_with(
+        &mut self,
+        set: &str,
+        all: &[Entry],
+        idx: &[usize],
+        timeout: impl Fn(usize) -> Option<u32>,
+        excl: bool,
+    ) -> Result<(Vec<usize>, Vec<usize>, Option<i32>)> {
         let (mut new, mut present, mut err) = (Vec::new(), Vec::new(), None);
         let mut d = std::mem::take(&mut self.scratch);
         let mut sent = Vec::with_capacity(idx.len().min(self.chunk));
@@ -179,7 +237,7 @@ impl IpsetSession {
             sent.clear();
             for (k, &i) in part.iter().enumerate() {
                 let seq = self.sock.next_seq();
-                msg_add(&mut d, seq, set, &all[i], timeout, excl, k + 1 == part.len());
+                msg_add(&mut d, seq, set, &all[i], timeout(i), excl, k + 1 == part.len());
                 sent.push((seq, i));
             }
             let (first, last) = (sent[0].0, sent[sent.len() - 1].0);

@@ -340,6 +340,28 @@ impl NftSetBatch {
         }
     }
 
+    /// Remove `entries` from the set; returns how many were there. One
+    /// transaction each: an absent element would abort a shared one.
+    pub fn delete(&mut self, entries: &[Entry]) -> Result<usize> {
+        let interval = self.info()?.is_interval();
+        let mut removed = 0;
+        for e in entries {
+            let op = Op { del: true, elems: elements(e, interval, None) };
+            match self
+                .session
+                .apply(&self.set, std::slice::from_ref(&op))?
+                .into_iter()
+                .flatten()
+                .next()
+            {
+                None => removed += 1,
+                Some(code) if code == libc::ENOENT => {}
+                Some(code) => return Err(kernel_error(&self.what, code)),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Entries the set cannot take leave the queue, as one error.
     fn refuse_unfit(&mut self, info: &NftSetInfo) -> Result<()> {
         let mut refused: Option<(Error, usize)> = None;
@@ -515,6 +537,146 @@ impl NftSetBatch {
             self.info = None;
         }
     }
+
+    /// The members, each with the seconds it has left (None: it never
+    /// expires); one dump. Intervals that are no network (`a-b` ranges made by
+    /// other tools) are left out.
+    pub fn members(&mut self) -> Result<Vec<(Entry, Option<u32>)>> {
+        let interval = match self.info() {
+            Ok(i) => i.is_interval(),
+            Err(e) => {
+                self.forget_on(&e);
+                return Err(e);
+            }
+        };
+        let elems = match self.session.elements(&self.set) {
+            Ok(e) => e,
+            Err(e) => {
+                self.forget_on(&e);
+                return Err(e);
+            }
+        };
+        // Seconds as ipset says them: rounded down, at least 1 while it counts
+        // down; an element whose time is up (0 ms left, not yet collected) is gone.
+        let left = |ms: Option<u64>| match ms {
+            None => Some(None),
+            Some(0) => None,
+            Some(ms) => Some(Some(u32::try_from(ms / 1000).unwrap_or(u32::MAX).max(1))),
+        };
+        Ok(if interval {
+            intervals(elems)
+                .iter()
+                .filter_map(|iv| Some((Entry::parse(&iv.text()).ok()?, left(iv.expiration_ms)?)))
+                .collect()
+        } else {
+            elems
+                .iter()
+                .filter(|e| !e.end)
+                .filter_map(|e| Some((Entry::host(e.addr()?), left(e.expiration_ms)?)))
+                .collect()
+        })
+    }
+
+    /// Add `entries`, each with its own timeout in seconds (addresses kept in a
+    /// state file across a reboot), outside the queue, in transactions as
+    /// `commit` sends them. An entry already in the set, or inside one of its
+    /// intervals (a static network), is left as it is and counted `present`:
+    /// its own countdown is at least as fresh as a file, and a permanent static
+    /// entry must not start to expire. Which are there is read from one dump
+    /// (after a reboot the set holds only its static entries). Entries of the
+    /// other family and timeouts of 0 (which would make them permanent) are
+    /// left out. `Err` only when nothing could be sent.
+    pub fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
+        let info = match self.info() {
+            Ok(i) => i.clone(),
+            Err(e) => {
+                self.forget_on(&e);
+                return Err(e);
+            }
+        };
+        if !info.has_timeout() {
+            return Err(Error::Nftables {
+                set: self.what.clone(),
+                code: libc::EINVAL,
+                reason: "set has no timeout support (no `flags timeout`)".to_string(),
+                new: Vec::new(),
+            });
+        }
+        let fit: Vec<(Entry, u32)> = entries
+            .iter()
+            .filter(|(e, t)| *t > 0 && info.check_entry(e).is_ok())
+            .copied()
+            .collect();
+        if fit.is_empty() {
+            return Ok(Committed::default());
+        }
+        let there = match self.session.elements(&self.set) {
+            Ok(elems) => present_in(elems, info.is_interval(), &fit),
+            Err(e) => {
+                self.forget_on(&e);
+                return Err(e);
+            }
+        };
+        let interval = info.is_interval();
+        let absent: Vec<(Entry, u32)> =
+            fit.iter().zip(&there).filter(|(_, &p)| !p).map(|(e, _)| *e).collect();
+        let ops: Vec<Op> = absent
+            .iter()
+            .map(|(e, t)| Op {
+                del: false,
+                elems: elements(e, interval, Some(u64::from(*t) * 1000)),
+            })
+            .collect();
+        let refused = match self.session.apply(&self.set, &ops) {
+            Ok(r) => r,
+            Err(e) => {
+                self.forget_on(&e);
+                return Err(e);
+            }
+        };
+        let mut new = Vec::with_capacity(absent.len());
+        let mut error = None;
+        for ((e, _), r) in absent.iter().zip(&refused) {
+            match r {
+                None => new.push(*e),
+                Some(code) => {
+                    error.get_or_insert(*code);
+                }
+            }
+        }
+        let present = fit.len() - absent.len();
+        if new.is_empty() && present == 0 && error == Some(libc::ENOENT) {
+            self.info = None;
+            return Err(kernel_error(&self.what, libc::ENOENT));
+        }
+        let error = error.map(|code| kernel_error(&self.what, code));
+        Ok(Committed { new, present, error })
+    }
+}
+
+/// Per entry: whether the set as dumped (`elems`) holds it, as itself or
+/// inside one interval. Intervals are searched by bisection: a set of 100,000
+/// entries is checked in O(n log n), not O(n²) as `find_in_dump` would.
+fn present_in(elems: Vec<ElemAttrs>, interval: bool, entries: &[(Entry, u32)]) -> Vec<bool> {
+    if !interval {
+        let keys: HashSet<Vec<u8>> = elems.into_iter().filter(|e| !e.end).map(|e| e.key).collect();
+        return entries
+            .iter()
+            .map(|(e, _)| keys.contains(NftElem::of_addr(e.addr, false, None).key()))
+            .collect();
+    }
+    // In key order (`intervals` sorts); a set holds one family only.
+    let ivs = intervals(elems);
+    entries
+        .iter()
+        .map(|(e, _)| {
+            let first = addr_key(e.addr);
+            let last = last_addr(e).map_or(first, addr_key);
+            let at = ivs.partition_point(|iv| addr_key(iv.start) <= first);
+            let Some(iv) = at.checked_sub(1).and_then(|i| ivs.get(i)) else { return false };
+            iv.start.is_ipv6() == e.is_ipv6() && iv.end.is_none_or(|end| last < addr_key(end))
+        })
+        .collect()
 }
 
 fn addr_key(a: std::net::IpAddr) -> u128 {
@@ -550,6 +712,44 @@ mod tests {
         assert_eq!(last("0.0.0.0/0").as_deref(), Some("255.255.255.255"));
         assert_eq!(last("2001:db8::/127").as_deref(), Some("2001:db8::1"));
         assert_eq!(last("::/0").as_deref(), Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
+    }
+
+    fn dumped(key: &str, end: bool) -> ElemAttrs {
+        let a: std::net::IpAddr = key.parse().unwrap();
+        let key = NftElem::of_addr(a, false, None).key().to_vec();
+        ElemAttrs { key, end, timeout_ms: None, expiration_ms: None }
+    }
+
+    #[test]
+    fn restore_sees_what_a_dump_holds() {
+        let want = |texts: &[&str]| -> Vec<(Entry, u32)> {
+            texts.iter().map(|t| (Entry::parse(t).unwrap(), 60)).collect()
+        };
+        // An interval set: a static /24, one address, as the kernel dumps them (any order).
+        let elems = vec![
+            dumped("203.0.114.0", true),
+            dumped("192.0.2.8", true),
+            dumped("203.0.113.0", false),
+            dumped("192.0.2.7", false),
+        ];
+        let entries = want(&[
+            "203.0.113.9",    // inside the static network
+            "203.0.113.0/25", // inside it too
+            "203.0.112.0/23", // reaches out of it: absent (the kernel will refuse the overlap)
+            "192.0.2.7",      // itself
+            "192.0.2.8",      // right after it
+            "192.0.2.6",
+            "10.0.0.1",
+        ]);
+        let got = present_in(elems.clone(), true, &entries);
+        assert_eq!(got, [true, true, false, true, false, false, false]);
+        assert_eq!(present_in(Vec::new(), true, &entries), vec![false; 7]);
+        // A plain set: keys only (an interval end is no member).
+        let got = present_in(elems, false, &want(&["192.0.2.7", "192.0.2.8", "203.0.113.9"]));
+        assert_eq!(got, [true, false, false]);
+        // An interval that runs to the last address has no end element.
+        let got = present_in(vec![dumped("255.255.255.0", false)], true, &want(&["255.255.255.9"]));
+        assert_eq!(got, [true]);
     }
 
     #[test]

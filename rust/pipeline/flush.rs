@@ -24,6 +24,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::notes::{Level, Notes};
+use super::provenance::MAX_RECORDS;
+use crate::blind::Blind;
 use crate::conntrack::{ConntrackFlusher, Flushed, FlusherStats};
 use crate::error::Result;
 use crate::sys::poll_readable;
@@ -49,6 +51,10 @@ pub trait Flusher: Send {
     fn index_ready(&self) -> bool {
         false
     }
+    /// Report new connections to `blind`; false if the flusher does not see them.
+    fn watch_blind(&mut self, _blind: Arc<Mutex<Blind>>) -> bool {
+        false
+    }
 }
 
 impl Flusher for ConntrackFlusher {
@@ -63,6 +69,9 @@ impl Flusher for ConntrackFlusher {
     }
     fn stats(&self) -> FlusherStats {
         ConntrackFlusher::stats(self)
+    }
+    fn watch_blind(&mut self, blind: Arc<Mutex<Blind>>) -> bool {
+        ConntrackFlusher::watch_blind(self, blind)
     }
     fn index_ready(&self) -> bool {
         ConntrackFlusher::index_ready(self)
@@ -93,6 +102,8 @@ struct State {
     busy: bool,
     closing: bool,
     totals: FlushTotals,
+    /// Entries deleted per address, for `hrneo why` (at most `MAX_RECORDS` addresses).
+    by_addr: HashMap<IpAddr, u64>,
 }
 
 struct Shared {
@@ -158,6 +169,11 @@ impl FlushWorker {
         let _ = (&self.wake).write(&[1]);
     }
 
+    /// Conntrack entries deleted for `addr` so far (bounded record, see `MAX_RECORDS`).
+    pub fn flushed_for(&self, addr: &IpAddr) -> u64 {
+        self.shared.state.lock().map_or(0, |s| s.by_addr.get(addr).copied().unwrap_or(0))
+    }
+
     /// Flush `addrs` in the caller's thread, now (hold mode: before the answer
     /// is released, so no connection opened after it can be caught).
     pub fn flush_now(&self, addrs: Vec<(IpAddr, usize)>) {
@@ -219,13 +235,18 @@ fn flush(f: &mut dyn Flusher, shared: &Shared, batch: Vec<(IpAddr, usize)>, note
     let addrs: HashSet<IpAddr> = slots.keys().copied().collect();
     let result = f.flush_counted(&addrs);
     let stats = f.stats();
-    let Ok(mut s) = shared.state.lock() else { return };
-    let t = &mut s.totals;
+    let Ok(mut guard) = shared.state.lock() else { return };
+    let State { totals: t, by_addr, .. } = &mut *guard;
     t.calls += 1;
     t.flusher = stats;
     match result {
         Ok(done) => {
             t.flushed += done.deleted;
+            for (addr, n) in &done.per_address {
+                if by_addr.len() < MAX_RECORDS || by_addr.contains_key(addr) {
+                    *by_addr.entry(*addr).or_default() += u64::from(*n);
+                }
+            }
             t.race_misses += done.per_address.len() as u64;
             for (addr, slot) in &slots {
                 if let Some(n) = done.per_address.get(addr) {

@@ -12,6 +12,7 @@ mod guard;
 mod nftwriter;
 mod notes;
 mod plan;
+mod provenance;
 mod read;
 mod stats;
 
@@ -19,17 +20,21 @@ pub use flush::{FlushTotals, FlushWorker, Flusher};
 pub use guard::Guard;
 pub use nftwriter::NftWriter;
 pub use notes::{Level, Notes};
-pub use plan::{IpsetWriter, Plan, PolicySpec, Prepared, SetWriter};
+pub use plan::{IpsetWriter, Learned, Lister, Plan, PolicySpec, Prepared, SetWriter};
+pub use provenance::{WhyRecord, MAX_RECORDS};
 pub use stats::{Counters, PolicyCounters};
 
+use provenance::Provenance;
 use read::{handle_packet, Ctx, Pending, Scratch};
 use stats::PolicyBook;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::io::RawFd;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::blind::{Blind, ClientCount};
 use crate::capture::{CaptureStats, Captured, HoldStats, PacketSource};
 use crate::dns::{TcpStats, TcpStreams};
 use crate::error::{Error, Result};
@@ -75,6 +80,12 @@ pub struct Pipeline {
     error_log: Vec<(Option<Instant>, u64)>,
     /// The same for verdicts that could not be sent.
     verdict_log: Vec<(Option<Instant>, u64)>,
+    /// What brought each learned address (bounded).
+    provenance: Provenance,
+    /// Per set of the plan: its name and its policy's, shared by the records.
+    set_names: Vec<(Arc<str>, Arc<str>)>,
+    /// DNS-blind counting, when the conntrack thread follows events (and it is on).
+    blind: Option<Arc<Mutex<Blind>>>,
 }
 
 impl Pipeline {
@@ -87,15 +98,24 @@ impl Pipeline {
     ) -> Result<Pipeline> {
         let notes = Notes::default();
         source.take_notes().into_iter().for_each(|n| notes.push(Level::Warning, n));
+        // New connections come from the conntrack thread's events, when it follows them.
+        let mut blind = None;
         let flush = match flusher {
-            Some(f) => Some(
-                FlushWorker::start(f, notes.clone())
-                    .map_err(|e| Error::io("conntrack thread", e))?,
-            ),
+            Some(mut f) => {
+                let b = Arc::new(Mutex::new(Blind::default()));
+                if f.watch_blind(b.clone()) {
+                    blind = Some(b);
+                }
+                Some(
+                    FlushWorker::start(f, notes.clone())
+                        .map_err(|e| Error::io("conntrack thread", e))?,
+                )
+            }
             None => None,
         };
         let mut book = PolicyBook::default();
         book.attach(&plan);
+        let set_names = set_names(&plan);
         Ok(Pipeline {
             source,
             plan,
@@ -110,6 +130,9 @@ impl Pipeline {
             early: Vec::new(),
             error_log: Vec::new(),
             verdict_log: Vec::new(),
+            provenance: Provenance::default(),
+            set_names,
+            blind,
         })
     }
 
@@ -126,14 +149,75 @@ impl Pipeline {
     /// Addresses in `nets` are never added (besides the classes that route
     /// nowhere, always left out): the router's own, its resolvers and gateways.
     pub fn set_protected(&mut self, nets: Vec<Entry>) {
+        if let Some(Ok(mut b)) = self.blind.as_ref().map(|b| b.lock()) {
+            b.set_local(&nets);
+        }
         self.guard.set_protected(nets);
+    }
+
+    /// Turn DNS-blind counting off (the counts so far are dropped) or back on.
+    pub fn set_dns_blind(&mut self, on: bool) {
+        if let Some(Ok(mut b)) = self.blind.as_ref().map(|b| b.lock()) {
+            b.set_enabled(on);
+        }
+    }
+
+    /// DNS-blind counts per client, most blind first, and the connections of
+    /// clients past the cap; None when not counted (off, or no conntrack events).
+    pub fn blind_clients(&self) -> Option<(Vec<(std::net::IpAddr, ClientCount)>, u64)> {
+        let b = self.blind.as_ref()?.lock().ok()?;
+        b.enabled().then(|| (b.clients(), b.uncounted))
     }
 
     /// Put a new plan in place; the old one is returned (drop it to close its sockets).
     /// Takes effect between two wake-ups: no answer is half in each plan.
-    pub fn swap_plan(&mut self, plan: Plan) -> Plan {
+    /// Addresses that no rule of the new plan would bring (their domain or
+    /// policy is gone) leave their sets now, instead of at their timeout.
+    pub fn swap_plan(&mut self, mut plan: Plan) -> Plan {
         self.book.attach(&plan);
+        let gone = self.provenance.take_unless(|r| provenance::still_brought(&plan, r));
+        let mut by_set: HashMap<Arc<str>, Vec<Entry>> = HashMap::new();
+        for (addr, r) in gone {
+            // A static entry of the new plan (prepared already) stays.
+            let is_static =
+                plan.policies.iter().any(|p| p.statics.iter().any(|s| s.contains(&addr)));
+            if !is_static {
+                by_set.entry(r.set).or_default().push(Entry::host(addr));
+            }
+        }
+        let mut removed = 0;
+        for (set, entries) in by_set {
+            // The set of the new plan, or of the old one (its policy is gone).
+            let target =
+                plan.sets.iter_mut().chain(self.plan.sets.iter_mut()).find(|t| *t.name == *set);
+            match target.map(|t| t.writer.delete(&entries)) {
+                Some(Ok(n)) => removed += n,
+                Some(Err(e)) => self.notes.push(Level::Warning, format!("set {set}: {e}")),
+                None => {}
+            }
+        }
+        if removed > 0 {
+            let line =
+                format!("{removed} address(es) left their sets: no rule brings them any more");
+            self.notes.push(Level::Info, line);
+        }
+        self.set_names = set_names(&plan);
         std::mem::replace(&mut self.plan, plan)
+    }
+
+    /// What brought `addr` into each set it was learned into (empty: nothing known).
+    pub fn why(&self, addr: &std::net::IpAddr) -> Vec<WhyRecord> {
+        self.provenance.of(addr)
+    }
+
+    /// Conntrack entries deleted for `addr` so far (its flushes as a new address).
+    pub fn flushed_for(&self, addr: &std::net::IpAddr) -> u64 {
+        self.flush.as_ref().map_or(0, |w| w.flushed_for(addr))
+    }
+
+    /// Records kept in the provenance record.
+    pub fn provenance_len(&self) -> usize {
+        self.provenance.len()
     }
 
     /// Read from another source from now on; the old one is returned after
@@ -188,13 +272,12 @@ impl Pipeline {
     /// the commits, the others after the commits and the conntrack flush of
     /// the new addresses.
     pub fn process_queued(&mut self, max_datagrams: usize) -> usize {
-        let Pipeline {
-            source, plan, book, counters, scratch, verbose, guard, streams, early, ..
-        } = self;
+        let Pipeline { source, plan, book, counters, scratch, guard, streams, early, .. } = self;
         if scratch.pending.len() < plan.sets.len() {
             scratch.pending.resize_with(plan.sets.len(), Pending::default);
         }
-        let ctx = Ctx { plan, guard, verbose: *verbose, now: Instant::now() };
+        let note_seen = self.blind.is_some();
+        let ctx = Ctx { plan, guard, now: Instant::now(), note_seen };
         let (mut newest, mut waiting) = (None, false);
         let mut on_packet = |c: Captured<'_>| {
             let routed = handle_packet(c.payload, &ctx, book, counters, scratch, streams);
@@ -217,6 +300,12 @@ impl Pipeline {
         };
         if read > 0 {
             self.counters.wakeups += 1;
+        }
+        if let (Some(b), false) = (&self.blind, self.scratch.seen.is_empty()) {
+            if let Ok(mut b) = b.lock() {
+                self.scratch.seen.iter().for_each(|ip| b.saw(ip));
+            }
+            self.scratch.seen.clear();
         }
         if waiting && !self.early.is_empty() {
             let r = self.source.accept(&self.early);
@@ -251,6 +340,7 @@ impl Pipeline {
     /// addresses of `reconnect` policies, for the conntrack thread.
     fn commit_pending(&mut self) -> Vec<(std::net::IpAddr, usize)> {
         let mut to_flush: Vec<(std::net::IpAddr, usize)> = Vec::new();
+        let now = unix_now();
         for si in 0..self.plan.sets.len() {
             let Some(pending) = self.scratch.pending.get_mut(si) else { break };
             if pending.entries.is_empty() {
@@ -288,11 +378,19 @@ impl Pipeline {
                 );
                 log_limited(&mut self.error_log, si, &self.notes, line);
             }
-            if self.verbose {
-                let new: HashSet<&Entry> = c.new.iter().collect();
-                for (e, w) in entries.iter().zip(&why) {
-                    let mark = if new.contains(e) { '+' } else { '=' };
-                    let qname = self.scratch.qnames.get(*w).map_or("?", String::as_str);
+            let new: HashSet<&Entry> = c.new.iter().collect();
+            let (set_arc, policy_arc) = &self.set_names[si];
+            for (e, w) in entries.iter().zip(&why) {
+                let is_new = new.contains(e);
+                // With a partial failure, only the new ones are known to be in.
+                if !is_new && c.error.is_some() {
+                    continue;
+                }
+                let Some(answer) = self.scratch.answers.get(*w) else { continue };
+                self.provenance.note(e.addr, set_arc, policy_arc, answer, is_new, now);
+                if self.verbose {
+                    let mark = if is_new { '+' } else { '=' };
+                    let qname = &answer.qname;
                     self.notes.push(Level::Debug, format!("{} {mark}{e} {qname}", spec.name));
                 }
             }
@@ -301,7 +399,7 @@ impl Pipeline {
                 to_flush.extend(c.new.iter().map(|e| (e.addr, slot)));
             }
         }
-        self.scratch.qnames.clear();
+        self.scratch.answers.clear();
         to_flush
     }
 
@@ -344,6 +442,23 @@ impl Pipeline {
     /// hook): vanished sets are created, static entries re-added. Returns the log lines.
     pub fn prepare_plan(&mut self) -> Result<Vec<String>> {
         self.plan.prepare()
+    }
+
+    /// The learned entries of the plan's sets, with the seconds each has left
+    /// (see `Lister::learned`): what a state file keeps across a reboot.
+    pub fn learned(&self) -> Result<Learned> {
+        self.plan.learned()
+    }
+
+    /// The plan's sets on sockets of their own, to list them outside the
+    /// pipeline's lock (see `Plan::lister`).
+    pub fn lister(&self) -> Result<Lister> {
+        self.plan.lister()
+    }
+
+    /// Put saved entries back into the plan's sets (see `Plan::restore`).
+    pub fn restore(&mut self, saved: &Learned) -> (usize, Vec<String>) {
+        self.plan.restore(saved)
     }
 
     /// Queue a line for the log (the caller's own, beside the pipeline's).
@@ -424,6 +539,19 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Each set's name and its policy's, shared by the provenance records.
+fn set_names(plan: &Plan) -> Vec<(Arc<str>, Arc<str>)> {
+    plan.sets
+        .iter()
+        .map(|t| (Arc::from(t.name.as_str()), Arc::from(plan.policies[t.policy].name.as_str())))
+        .collect()
+}
+
+/// Seconds since the epoch (0 if the clock is before it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Log a commit error of set `si` at most once per `ERROR_LOG_EVERY`, saying

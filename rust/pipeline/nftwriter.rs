@@ -124,4 +124,20 @@ impl SetWriter for NftWriter {
         }
         self.batch.commit_entries()
     }
+
+    fn delete(&mut self, entries: &[Entry]) -> Result<usize> {
+        self.batch.delete(entries)
+    }
+
+    fn members(&mut self) -> Result<Vec<(Entry, Option<u32>)>> {
+        self.batch.members()
+    }
+
+    fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
+        self.batch.restore(entries)
+    }
+
+    fn reopen(&self) -> Result<Box<dyn SetWriter>> {
+        Ok(Box::new(NftWriter { batch: NftSetBatch::new(self.batch.set().clone(), None)? }))
+    }
 }

@@ -27,6 +27,10 @@ pub struct PolicySpec {
     pub statics: Vec<Entry>,
 }
 
+/// Entries with the seconds each has left, by set name: what `Plan::learned`
+/// lists and `Plan::restore` puts back (a state file in between).
+pub type Learned = Vec<(String, Vec<(Entry, u32)>)>;
+
 /// What preparing a set decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
@@ -45,6 +49,23 @@ pub trait SetWriter: Send {
 
     /// Add `entries` (their family matches the set); refresh the present ones.
     fn commit(&mut self, entries: &[Entry]) -> Result<Committed>;
+
+    /// Remove `entries`; returns how many were in the set.
+    fn delete(&mut self, entries: &[Entry]) -> Result<usize>;
+
+    /// The set's members, each with the seconds it has left (None: it never
+    /// expires: a static entry, or a set without timeouts).
+    fn members(&mut self) -> Result<Vec<(Entry, Option<u32>)>>;
+
+    /// Add `entries` each with its own timeout in seconds (> 0; the state file
+    /// kept them across a reboot). An entry already in the set keeps what it
+    /// has and counts as present: the kernel's countdown is at least as fresh
+    /// as the file, and a static entry stays permanent.
+    fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed>;
+
+    /// Another writer of the same set, on a socket of its own: the set is
+    /// listed on it while this one goes on committing.
+    fn reopen(&self) -> Result<Box<dyn SetWriter>>;
 }
 
 /// One set of a plan.
@@ -127,6 +148,72 @@ impl Plan {
         s.writer.prepare(s.family, &self.policies[s.policy])
     }
 
+    /// The plan's sets on sockets of their own, to list their learned entries
+    /// without holding up the commits (a dump of 100,000 entries of an nftables
+    /// interval set takes the kernel seconds).
+    pub fn lister(&self) -> Result<Lister> {
+        let sets = self
+            .sets
+            .iter()
+            .map(|s| {
+                let statics = self.policies[s.policy].statics.clone();
+                Ok((s.name.clone(), statics, s.writer.reopen()?))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Lister { sets })
+    }
+
+    /// The learned entries of each set (see `Lister::learned`).
+    pub fn learned(&self) -> Result<Learned> {
+        self.lister()?.learned()
+    }
+
+    /// Put saved entries back: for each set of the plan named in `saved`, its
+    /// entries with the seconds they have left, capped at the policy's timeout
+    /// (a timeout made shorter since they were saved holds for them too).
+    /// Skipped: sets the plan does not have, policies without a timeout (what
+    /// they learn never expires and is not saved), static entries, entries
+    /// of the other family. Returns how many went in, and a line per set the
+    /// kernel refused some of them (the other sets are restored all the same).
+    pub fn restore(&mut self, saved: &Learned) -> (usize, Vec<String>) {
+        let (mut added, mut notes) = (0, Vec::new());
+        for s in &mut self.sets {
+            let spec = &self.policies[s.policy];
+            if spec.timeout == 0 {
+                continue;
+            }
+            let want6 = s.family == Family::Inet6;
+            let entries: Vec<(Entry, u32)> = saved
+                .iter()
+                .filter(|(name, _)| *name == s.name)
+                .flat_map(|(_, entries)| entries.iter())
+                .filter(|(e, t)| *t > 0 && e.is_ipv6() == want6 && !spec.statics.contains(e))
+                .map(|&(e, t)| (e, t.min(spec.timeout)))
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            match s.writer.restore(&entries) {
+                Ok(c) => {
+                    added += c.new.len();
+                    if let Some(e) = c.error {
+                        let lost = entries.len().saturating_sub(c.new.len() + c.present);
+                        notes.push(format!(
+                            "set {}: {e}; {lost} saved entries not restored",
+                            s.name
+                        ));
+                    }
+                }
+                Err(e) => notes.push(format!(
+                    "set {}: {e}; its {} saved entries not restored",
+                    s.name,
+                    entries.len()
+                )),
+            }
+        }
+        (added, notes)
+    }
+
     /// The watchlist.
     pub fn watchlist(&self) -> &Arc<Watchlist> {
         &self.watchlist
@@ -145,6 +232,36 @@ impl Plan {
         } else {
             v4
         }
+    }
+}
+
+/// A plan's sets with a writer each of their own (see `Plan::lister`).
+pub struct Lister {
+    /// Per set: its name, its policy's static entries, a writer.
+    sets: Vec<(String, Vec<Entry>, Box<dyn SetWriter>)>,
+}
+
+impl Lister {
+    /// The learned entries of each set, by set name, in plan order: members
+    /// with time left that are no static entry of their policy (statics stay
+    /// permanent; a policy with timeout 0 has nothing learned to list). A set
+    /// that is gone lists nothing.
+    pub fn learned(self) -> Result<Learned> {
+        let mut out = Vec::with_capacity(self.sets.len());
+        for (name, statics, mut writer) in self.sets {
+            let members = match writer.members() {
+                Ok(m) => m,
+                Err(e) if e.errno() == Some(libc::ENOENT) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            let learned = members
+                .into_iter()
+                .filter_map(|(e, left)| Some((e, left?)))
+                .filter(|(e, _)| !statics.contains(e))
+                .collect();
+            out.push((name, learned));
+        }
+        Ok(out)
     }
 }
 
@@ -240,5 +357,22 @@ impl SetWriter for IpsetWriter {
             self.batch.push(*e);
         }
         self.batch.commit_entries()
+    }
+
+    fn delete(&mut self, entries: &[Entry]) -> Result<usize> {
+        let name = self.batch.set_name().to_string();
+        self.batch.session().delete(&name, entries)
+    }
+
+    fn members(&mut self) -> Result<Vec<(Entry, Option<u32>)>> {
+        self.batch.members()
+    }
+
+    fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
+        self.batch.restore(entries)
+    }
+
+    fn reopen(&self) -> Result<Box<dyn SetWriter>> {
+        Ok(Box::new(IpsetWriter::open(self.batch.set_name())?))
     }
 }

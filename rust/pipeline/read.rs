@@ -3,8 +3,10 @@
 //! addresses collected per set for the wake-up's commits.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::time::Instant;
 
+use super::provenance::AnswerInfo;
 use super::stats::{Counters, PolicyBook};
 use super::{Guard, Plan};
 use crate::dns::decode::{decode, Chain, Decoded};
@@ -18,7 +20,7 @@ use crate::ipset::Entry;
 pub(super) struct Pending {
     pub(super) entries: Vec<Entry>,
     pub(super) seen: HashSet<Entry>,
-    /// With verbose notes: the index in `Scratch::qnames` of the answer that brought each.
+    /// The index in `Scratch::answers` of the answer that brought each entry.
     pub(super) why: Vec<usize>,
 }
 
@@ -27,14 +29,18 @@ pub(super) struct Pending {
 pub(super) struct Scratch {
     pub(super) keys: Vec<Vec<u8>>,
     pub(super) pending: Vec<Pending>,
-    pub(super) qnames: Vec<String>,
+    /// The matched answers of this wake-up (for the provenance record and notes).
+    pub(super) answers: Vec<AnswerInfo>,
+    /// Every address of every answer of this wake-up (for DNS-blind counting).
+    pub(super) seen: Vec<IpAddr>,
 }
 
-/// What a packet is read against: the plan, the guard, the log verbosity, the time.
+/// What a packet is read against: the plan, the guard, the time.
 pub(super) struct Ctx<'a> {
     pub(super) plan: &'a Plan,
     pub(super) guard: &'a Guard,
-    pub(super) verbose: bool,
+    /// Note every answer's addresses for DNS-blind counting.
+    pub(super) note_seen: bool,
     pub(super) now: Instant,
 }
 
@@ -106,6 +112,9 @@ fn handle_message(
         return false;
     }
     let chain = Chain::follow(d);
+    if ctx.note_seen {
+        chain.addresses(|ip, _| scratch.seen.push(ip));
+    }
     let n = chain.names.len();
     if scratch.keys.len() < n {
         scratch.keys.resize_with(n, Vec::new);
@@ -120,12 +129,13 @@ fn handle_message(
     let policy = usize::from(hit.policy);
     let stats = book.of(policy);
     stats.matched += 1;
-    let why = if ctx.verbose {
-        scratch.qnames.push(chain.names.first().map(|q| name_text(q)).unwrap_or_default());
-        scratch.qnames.len() - 1
-    } else {
-        0
-    };
+    let names: Vec<String> = chain.names.iter().map(|n| name_text(n)).collect();
+    scratch.answers.push(AnswerInfo {
+        qname: names.first().cloned().unwrap_or_default(),
+        names,
+        rule: ctx.plan.watchlist.domain(hit.domain).to_string(),
+    });
+    let why = scratch.answers.len() - 1;
     let mut routed = false;
     chain.addresses(|ip, from_hint| {
         if ctx.guard.protects(&ip) {
@@ -143,9 +153,7 @@ fn handle_message(
         let e = Entry::host(ip);
         if p.seen.insert(e) {
             p.entries.push(e);
-            if ctx.verbose {
-                p.why.push(why);
-            }
+            p.why.push(why);
         }
     });
     routed

@@ -38,4 +38,12 @@ mod _core {
     #[pymodule_export]
     #[allow(non_upper_case_globals)]
     const __version__: &str = env!("CARGO_PKG_VERSION");
+
+    /// Addresses the pipeline's provenance record (`Pipeline.why`) keeps at most.
+    #[pymodule_export]
+    const WHY_RECORDS: usize = crate::MAX_RECORDS;
+
+    /// Clients DNS-blind counting (`Pipeline.blind_clients`) follows at most.
+    #[pymodule_export]
+    const BLIND_CLIENTS: usize = crate::MAX_CLIENTS;
 }

@@ -11,8 +11,8 @@ use super::guarded::Guarded;
 use super::watchlist::PyWatchlist;
 use crate::conntrack::EVENT_RCVBUF;
 use crate::{
-    ConntrackFlusher, Entry, Error, Flusher, Level, NflogConfig, NflogReader, NfqueueConfig,
-    NfqueueReader, Notes, PacketSource, Pipeline, Plan, PolicySpec, Result, Wake,
+    ConntrackFlusher, Entry, Error, Flusher, Learned, Level, NflogConfig, NflogReader,
+    NfqueueConfig, NfqueueReader, Notes, PacketSource, Pipeline, Plan, PolicySpec, Result, Wake,
 };
 
 /// The spec of one policy, read from any object with the config's attribute
@@ -30,6 +30,36 @@ fn policy_spec(p: &Bound<'_, PyAny>, nftables: bool) -> PyResult<PolicySpec> {
         reconnect: p.getattr("reconnect")?.extract()?,
         statics: statics.iter().map(|s| Entry::parse(s)).collect::<Result<_>>()?,
     })
+}
+
+/// `{set name: [(address or network, seconds left), ...]}` as Python gives it
+/// (a state file's content), parsed with the GIL released.
+fn saved_entries(py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<Learned> {
+    let raw: Vec<(String, Vec<(String, u32)>)> =
+        state.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect::<PyResult<_>>()?;
+    let parsed = py.detach(|| {
+        raw.into_iter()
+            .map(|(set, entries)| {
+                let entries = entries
+                    .iter()
+                    .map(|(e, t)| Ok((Entry::parse(e)?, *t)))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((set, entries))
+            })
+            .collect::<Result<Learned>>()
+    })?;
+    Ok(parsed)
+}
+
+/// `Learned` for Python: `{set name: [(entry, seconds left), ...]}`.
+fn learned_dict<'py>(py: Python<'py>, learned: Learned) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (set, entries) in learned {
+        let items: Vec<(String, u32)> =
+            entries.into_iter().map(|(e, t)| (e.to_string(), t)).collect();
+        d.set_item(set, items)?;
+    }
+    Ok(d)
 }
 
 /// A config compiled for the pipeline: the watchlist, each policy's sets and a
@@ -84,6 +114,14 @@ impl PyPlan {
     /// entries. Returns the lines to log. Safe to call again (the periodic check).
     fn prepare(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         self.inner.detached(py, Plan::prepare)
+    }
+
+    /// Put saved entries back (after `prepare()`): `state` maps a set name to
+    /// its (entry, seconds left) pairs. Returns how many went in, and the lines
+    /// to log of sets that refused some (see `Pipeline.restore`).
+    fn restore(&self, py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<(usize, Vec<String>)> {
+        let saved = saved_entries(py, state)?;
+        self.inner.detached(py, |p| Ok(p.restore(&saved)))
     }
 }
 
@@ -254,6 +292,72 @@ impl PyPipeline {
         Ok(())
     }
 
+    /// What brought `address` into each set it was learned into: a dict per set
+    /// (set, policy, qname, names, rule, first_seen, last_seen, answers, added);
+    /// [] when no answer seen (among the last `WHY_RECORDS` addresses) carried it.
+    fn why<'py>(&self, py: Python<'py>, address: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let addr: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("not an IP address: {address:?}")))?;
+        let records = self.inner.with(|p| Ok(p.why(&addr)))?;
+        records
+            .into_iter()
+            .map(|r| {
+                let d = PyDict::new(py);
+                d.set_item("set", &*r.set)?;
+                d.set_item("policy", &*r.policy)?;
+                d.set_item("qname", r.qname)?;
+                d.set_item("names", r.names)?;
+                d.set_item("rule", r.rule)?;
+                d.set_item("first_seen", r.first_seen)?;
+                d.set_item("last_seen", r.last_seen)?;
+                d.set_item("answers", r.answers)?;
+                d.set_item("added", r.added)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
+    /// Turn DNS-blind counting off (the counts so far are dropped) or on.
+    fn set_dns_blind(&self, on: bool) -> PyResult<()> {
+        self.inner.with(|p| {
+            p.set_dns_blind(on);
+            Ok(())
+        })
+    }
+
+    /// DNS-blind counts: {"clients": [{"client", "connections", "blind",
+    /// "last_blind"}, ...] (most blind first), "uncounted"}; None when not counted
+    /// (off, or the conntrack thread follows no events).
+    fn blind_clients<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some((clients, uncounted)) = self.inner.with(|p| Ok(p.blind_clients()))? else {
+            return Ok(None);
+        };
+        let list = clients
+            .into_iter()
+            .map(|(ip, c)| {
+                let d = PyDict::new(py);
+                d.set_item("client", ip.to_string())?;
+                d.set_item("connections", c.connections)?;
+                d.set_item("blind", c.blind)?;
+                d.set_item("last_blind", c.last_blind.map(|a| a.to_string()))?;
+                Ok(d)
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let d = PyDict::new(py);
+        d.set_item("clients", list)?;
+        d.set_item("uncounted", uncounted)?;
+        Ok(Some(d))
+    }
+
+    /// Conntrack entries deleted for `address` so far (as a new address).
+    fn flushed_for(&self, address: &str) -> PyResult<u64> {
+        let addr: std::net::IpAddr = address
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("not an IP address: {address:?}")))?;
+        self.inner.with(|p| Ok(p.flushed_for(&addr)))
+    }
+
     /// A new longest hold, in ms (hold mode); False if the source holds nothing.
     fn set_hold_max(&self, hold_max_ms: u64) -> PyResult<bool> {
         if !(1..=60_000).contains(&hold_max_ms) {
@@ -268,6 +372,28 @@ impl PyPipeline {
     /// again, static entries re-added. Returns the lines to log.
     fn prepare(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         self.inner.detached(py, Pipeline::prepare_plan)
+    }
+
+    /// The learned entries of every set of the plan in use, by set name:
+    /// members with time left that are no static entry, each with its seconds
+    /// left (what a state file keeps across a reboot). One dump per set, on
+    /// sockets of its own: the pipeline goes on committing meanwhile.
+    fn learned<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        // The lock only while the sockets are opened: the dumps (seconds for a
+        // large nftables interval set) run beside the commits.
+        let lister = self.inner.detached(py, |p| p.lister())?;
+        let learned = py.detach(move || lister.learned())?;
+        learned_dict(py, learned)
+    }
+
+    /// Put saved entries back into the sets of the plan in use: `state` maps a
+    /// set name to its (entry, seconds left) pairs. Unknown sets, policies with
+    /// timeout 0, static entries and the other family are skipped; times are
+    /// capped at the policy's timeout; an entry already in its set keeps its
+    /// own. Returns how many went in, and the lines to log of sets that refused some.
+    fn restore(&self, py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<(usize, Vec<String>)> {
+        let saved = saved_entries(py, state)?;
+        self.inner.detached(py, |p| Ok(p.restore(&saved)))
     }
 
     /// Only answers from these addresses or networks count from now on (empty: any).

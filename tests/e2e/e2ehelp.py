@@ -55,7 +55,9 @@ def sentinel(t: Topology, label: str) -> None:
     name = f"{label}.sentinel.example.org"
     t.dns.set(name, "A", addr)
     assert resolve(t, name) == [addr]
-    assert in_set(t, addr), f"sentinel {name} never reached the set:\n{t.log()}"
+    if not in_set(t, addr):
+        counters = {k: v for k, v in status(t).items() if isinstance(v, (int, dict))}
+        raise AssertionError(f"sentinel {name} never reached the set:\n{t.log()}\n{counters}")
     assert wait_for(lambda: status(t)["flush_pending"] == 0), status(t)
 
 

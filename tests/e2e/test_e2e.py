@@ -4,26 +4,27 @@ answering "vpn"). See topology.py for the picture."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import require
-from dnsserver import build_message, query_tcp, query_udp
+from dnsserver import build_message, query_udp
+from e2ehelp import hrneo as _hrneo
+from e2ehelp import in_set, resolve, sentinel, status
 from topology import (
     BACKENDS,
     DNS4,
     DNS6,
-    PYTHON,
-    REPO,
     SET4,
     SET6,
+    WEB6,
     Topology,
     wait_for,
 )
@@ -85,41 +86,6 @@ def _daemon_survives(request: pytest.FixtureRequest) -> Iterator[None]:
         assert t.daemon_alive(), f"the daemon died:\n{t.log()}"
 
 
-def resolve(
-    t: Topology, name: str, qtype: str = "A", *, tcp: bool = False, server: str = DNS4
-) -> list[str]:
-    """Resolve from the client host through the router; return the answer's addresses."""
-    with t.client.enter():
-        answer = (query_tcp if tcp else query_udp)(server, name, qtype)
-    return answer.addresses()
-
-
-def in_set(t: Topology, addr: str, timeout: float = 5.0) -> bool:
-    """Wait (bounded) until `addr` is in the policy's set of its family."""
-    set_name = SET6 if ":" in addr else SET4
-    return bool(wait_for(lambda: addr in t.members(set_name), timeout=timeout))
-
-
-def sentinel(t: Topology, label: str) -> None:
-    """Resolve a fresh watched name and wait for it: every answer sent before it has
-    been processed by then (the daemon reads in order), so absent means not added."""
-    addr = f"203.0.113.{200 + sum(label.encode()) % 50}"
-    name = f"{label}.sentinel.example.org"
-    t.dns.set(name, "A", addr)
-    assert resolve(t, name) == [addr]
-    assert in_set(t, addr), f"sentinel {name} never reached the set:\n{t.log()}"
-    # Conntrack flushes run on a worker after the commits: wait until every flush
-    # handed over so far has run, so "entry kept" below cannot be a flush still to come.
-    assert wait_for(lambda: daemon_status(t)["flush_pending"] == 0), daemon_status(t)
-
-
-def daemon_status(t: Topology) -> dict[str, Any]:
-    out = _hrneo("status", "--json", "--socket", str(t.control))
-    assert out.returncode == 0, out.stderr
-    status: dict[str, Any] = json.loads(out.stdout)
-    return status
-
-
 # ---------------------------------------------------------------- matching
 
 
@@ -166,7 +132,7 @@ def test_a_big_tcp_answer_in_small_segments_is_routed_whole(topo: Topology) -> N
     # 400 AAAA records (~20 KB) in 700-byte segments, the length prefix alone first.
     addrs = [f"2001:db8:200::{i + 1:x}" for i in range(400)]
     topo.dns.set("many.example.org", "AAAA", *addrs)
-    before = daemon_status(topo)["tcp"]["reassembled"]
+    before = status(topo)["tcp"]["reassembled"]
     topo.dns.tcp_chunk = 700
     try:
         got = resolve(topo, "many.example.org", "AAAA", tcp=True)
@@ -174,7 +140,7 @@ def test_a_big_tcp_answer_in_small_segments_is_routed_whole(topo: Topology) -> N
         topo.dns.tcp_chunk = 0
     assert sorted(got) == sorted(addrs)
     assert wait_for(lambda: set(addrs) <= topo.members(SET6).keys()), topo.log()
-    st = daemon_status(topo)
+    st = status(topo)
     assert st["tcp"]["reassembled"] == before + 1, st["tcp"]
     assert st["tcp"]["gaps"] == 0 and st["tcp"]["dropped_bytes"] == 0, st["tcp"]
 
@@ -352,19 +318,74 @@ def test_sighup_picks_up_an_edited_list(topo: Topology) -> None:
     assert topo.daemon_alive()
 
 
+def test_a_reload_takes_out_what_a_removed_domain_brought(topo: Topology) -> None:
+    addr = "203.0.113.26"
+    assert resolve(topo, "list.example.net") == [addr]
+    assert in_set(topo, addr)
+    before = topo.list_file.read_text()
+    assert topo.daemon is not None
+    try:
+        topo.list_file.write_text("# a list file\nexample.com\n")  # example.net gone
+        topo.daemon.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: addr not in topo.members(), timeout=8), topo.log()
+        assert wait_for(lambda: "left their sets" in topo.log(), timeout=5), topo.log()
+    finally:
+        topo.list_file.write_text(before)
+        topo.daemon.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: topo.log().count("reloaded") >= 2, timeout=8), topo.log()
+    assert resolve(topo, "list.example.net") == [addr]
+    assert in_set(topo, addr)
+
+
+# ---------------------------------------------------------------- why
+
+
+def test_why_tells_what_brought_an_address(topo: Topology) -> None:
+    assert resolve(topo, "alias.example.org") == ["203.0.113.23"]
+    assert in_set(topo, "203.0.113.23")
+    out = _hrneo("why", "203.0.113.23", "--socket", str(topo.control))
+    assert out.returncode == 0, out.stderr
+    assert "policy vpn1" in out.stdout and "rule example.org" in out.stdout, out.stdout
+    assert "alias.example.org -> cdn.provider.test" in out.stdout, out.stdout
+    js = _hrneo("why", "203.0.113.23", "--json", "--socket", str(topo.control))
+    reply = json.loads(js.stdout)
+    (learned,) = reply["learned"]
+    assert learned["names"] == ["alias.example.org", "cdn.provider.test"]
+    assert learned["policy"] == "vpn1" and learned["answers"] >= 1
+    assert [m["policy"] for m in reply["in_sets"]] == ["vpn1"]
+    # Unknown, and not in any set.
+    out = _hrneo("why", "198.51.100.77", "--socket", str(topo.control))
+    assert out.returncode == 0 and "in no set of hrneo's policies" in out.stdout, out.stdout
+    # Not an address: refused, and the daemon lives on.
+    bad = _hrneo("why", "'; rm -rf /", "--socket", str(topo.control))
+    assert bad.returncode == 1 and "not an IP address" in bad.stderr, bad.stderr
+    assert topo.daemon_alive()
+
+
+# ---------------------------------------------------------------- DNS-blind clients
+
+
+def test_connections_to_addresses_no_answer_carried_flag_the_client(topo: Topology) -> None:
+    # A resolved address first: connections to it are not blind.
+    assert resolve(topo, "www.example.org") == ["203.0.113.21"]
+    # Then the client connects straight to an address no test resolves (what a
+    # browser with its own DNS over HTTPS does), again and again.
+    for _ in range(25):
+        with contextlib.suppress(OSError):
+            topo.connect(WEB6[2], timeout=1).close()
+
+    def flagged() -> list[dict[str, Any]]:
+        blind = status(topo)["dns_blind"] or {"clients": []}
+        return [c for c in blind["clients"] if c["client"] == "2001:db8:1::2" and c["likely"]]
+
+    assert wait_for(flagged, timeout=10), status(topo)["dns_blind"]
+    (c,) = flagged()
+    assert c["blind"] >= 20 and c["last_blind"] == WEB6[2], c
+    out = _hrneo("status", "--socket", str(topo.control))
+    assert "DNS-blind client 2001:db8:1::2" in out.stdout and "DNS over HTTPS" in out.stdout
+
+
 # ---------------------------------------------------------------- check / stop
-
-
-def _hrneo(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
-    return subprocess.run(
-        [PYTHON, "-m", "hrneo", *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
 
 
 def test_check_names_the_bad_line_of_a_list(tmp_path: Path) -> None:

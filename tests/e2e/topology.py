@@ -319,8 +319,10 @@ class Topology:
         kill_switch: bool = False,
         trusted_resolvers: list[str] | None = None,
         capture: str = "nflog",
+        clients: list[str] | None = None,
     ) -> Path:
-        """Write the daemon's config and its list file; return the config path."""
+        """Write the daemon's config and its list file; return the config path.
+        `clients`: the policy's route is for these LAN sources only."""
         self.list_file = self.tmp / "vpn.list"
         self.list_file.write_text("".join(f"{line}\n" for line in list_lines))
         self.control = self.tmp / "hrneo.sock"
@@ -329,10 +331,12 @@ class Topology:
             f"trusted_resolvers: [{', '.join(trusted_resolvers)}]\n" if trusted_resolvers else ""
         )
         hold = "capture: nfqueue\nnfqueue_num: 100\n" if capture == "nfqueue" else ""
+        only = f"    clients: [{', '.join(map(repr, clients))}]\n" if clients else ""
         cfg.write_text(
             f"""nflog_group: 100
 backend: {self.backend}
 {hold}control_socket: {self.control}
+state_file: {self.tmp / "state.json"}
 {trusted}firewall:
   manage_rules: true
   dns_chains: [FORWARD]
@@ -348,7 +352,7 @@ policies:
     domains: [{", ".join(domains)}]
     domain_files: [{self.list_file}]
     static: [{", ".join(f'"{s}"' for s in static)}]
-    route:
+{only}    route:
       interface: r2
       gateway: {VPN_GW4}
       gateway6: "{VPN_GW6}"

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = """\
 nflog_group: 89
 control_socket: {tmp}/hrneo.sock
+state_file: {tmp}/state.json
 metrics_listen: 127.0.0.1:9110
 firewall:
   dns_chains: [OUTPUT]

@@ -25,6 +25,7 @@ PORT = 9110
 CONFIG = """\
 nflog_group: 88
 control_socket: {tmp}/hrneo.sock
+state_file: {tmp}/state.json
 {metrics}
 firewall:
   manage_rules: false

@@ -29,6 +29,7 @@ TABLE, MARK = 1001, 0x1001
 CONFIG = f"""\
 nflog_group: 87
 control_socket: {{tmp}}/hrneo.sock
+state_file: {{tmp}}/state.json
 firewall:
   dns_chains: [OUTPUT, FORWARD]
   recheck_interval: 0     # only the hooks put rules back here

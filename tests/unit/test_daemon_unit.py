@@ -23,7 +23,7 @@ from hrneo.config import Config, load_config
 from hrneo.daemon import SUMMARY_INTERVAL, Daemon
 from hrneo.errors import DaemonError
 from hrneo.firewall import Firewall, desired_items
-from hrneo.status import PipelineStats, PolicyCounters
+from hrneo.status import BlindReport, PipelineStats, PolicyCounters, format_status
 
 # ------------------------------------------------------------------ fakes
 
@@ -33,12 +33,17 @@ class FakePlan:
         self.cfg = cfg
         self.fail = fail
         self.prepared = 0
+        self.restored: dict[str, list[tuple[str, int]]] = {}
 
     def prepare(self) -> list[str]:
         if self.fail:
             raise PermissionError(1, "Operation not permitted")
         self.prepared += 1
         return [f"prepared {p.ipset}" for p in self.cfg.policies]
+
+    def restore(self, state: dict[str, Sequence[tuple[str, int]]]) -> tuple[int, list[str]]:
+        self.restored = {k: list(v) for k, v in state.items()}
+        return sum(len(v) for v in state.values()), []
 
 
 def counters(**kw: int) -> PolicyCounters:
@@ -58,6 +63,7 @@ class FakePipeline:
         self.groups = [group]
         self.sources: list[tuple[str, int, int]] = []
         self.hold_max: list[int] = []
+        self.dns_blind: bool | None = None
         self.fail_swap = False
         self.notes: list[tuple[int, str]] = []
         self.verbose: bool | None = None
@@ -67,6 +73,7 @@ class FakePipeline:
         self.runs = 0
         self.trusted: list[str] = []
         self.protected: list[str] = []
+        self.learned_state: dict[str, list[tuple[str, int]]] = {}
 
     def run(self, timeout: float, wake_fd: int | None = None) -> str:
         self.runs += 1
@@ -91,9 +98,29 @@ class FakePipeline:
         self.hold_max.append(hold_max_ms)
         return True
 
+    def set_dns_blind(self, on: bool) -> None:
+        self.dns_blind = on
+
+    def blind_clients(self) -> BlindReport | None:
+        if not self.dns_blind:
+            return None
+        return {"clients": [
+            {"client": "192.0.2.5", "connections": 40, "blind": 30, "last_blind": "203.0.113.9"},
+            {"client": "192.0.2.6", "connections": 40, "blind": 2, "last_blind": None},
+        ], "uncounted": 0}  # fmt: skip
+
+    def why(self, address: str) -> list[Any]:
+        return []
+
+    def flushed_for(self, address: str) -> int:
+        return 0
+
     def prepare(self) -> list[str]:
         self.prepares += 1
         return self.plans[-1].prepare()
+
+    def learned(self) -> dict[str, list[tuple[str, int]]]:
+        return self.learned_state
 
     def set_trusted(self, nets: list[str]) -> None:
         self.trusted = nets
@@ -349,6 +376,13 @@ def test_status_reports_pipeline_and_policies(tmp_path: Path) -> None:
         assert (st["events"], st["answers"], st["dropped"], st["malformed"]) == (7, 6, 2, 2)
         assert (st["flushed"], st["race_misses"], st["flush_pending"]) == (3, 1, 0)
         assert (st["tcp"]["reassembled"], st["tcp"]["gaps"]) == (4, 1)
+        assert core.pipelines[0].dns_blind is True
+        blind = st["dns_blind"]
+        assert blind is not None
+        assert [(c["client"], c["likely"], c["share"]) for c in blind["clients"]] == [
+            ("192.0.2.5", True, 0.75), ("192.0.2.6", False, 0.05),
+        ]  # fmt: skip
+        assert "DNS-blind client 192.0.2.5: 30 of 40" in format_status(dict(st))
         vpn1, plain = st["policies"]
         assert (vpn1["name"], vpn1["domains"], vpn1["matched"], vpn1["new"]) == ("vpn1", 1, 3, 2)
         assert (plain["name"], plain["domains"], plain["matched"]) == ("plain", 2, 0)

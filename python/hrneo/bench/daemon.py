@@ -59,6 +59,7 @@ ZONE, NF_ZONE, OTHER_ZONE = "bench.example.org", "noflush.example.org", "other.e
 CONFIG = """\
 nflog_group: 100
 {head}control_socket: {sock}
+state_file: null  # every run starts from empty sets
 firewall:
   dns_chains: [FORWARD, OUTPUT]
   recheck_interval: 0

@@ -20,6 +20,7 @@ import yaml
 
 from hrneo._core import Watchlist
 from hrneo.config import values as v
+from hrneo.config.addresses import AddressChecks, short
 from hrneo.config.model import (
     BACKENDS,
     CAPTURE_MODES,
@@ -33,6 +34,8 @@ from hrneo.config.model import (
     DEFAULT_RECHECK_INTERVAL,
     DEFAULT_RULE_PRIORITY,
     DEFAULT_SOCKET_PATH,
+    DEFAULT_STATE_FILE,
+    DEFAULT_STATE_INTERVAL,
     DEFAULT_TIMEOUT,
     HOLD_MAX_MS_RANGE,
     RECHECK_INTERVAL_RANGE,
@@ -61,8 +64,11 @@ TOP_KEYS = (
     "policies",
     "control_socket",
     "conntrack_events",
+    "dns_blind",
     "list_refresh",
     "list_cache",
+    "state_file",
+    "state_interval",
     "trusted_resolvers",
     "log",
     "metrics_listen",
@@ -94,6 +100,7 @@ POLICY_KEYS = (
     "static",
     "route",
     "nftset",
+    "clients",
 )
 ROUTE_KEYS = (
     "interface",
@@ -107,7 +114,7 @@ ROUTE_KEYS = (
 )
 
 
-class _Loader(NftablesChecks):
+class _Loader(NftablesChecks, AddressChecks):
     """Walks the composed YAML node tree, collecting errors and warnings."""
 
     def __init__(self, path: str) -> None:
@@ -135,8 +142,11 @@ class _Loader(NftablesChecks):
         )
         sock = self.get(top, "control_socket", DEFAULT_SOCKET_PATH, v.path)
         ct_events = self.get(top, "conntrack_events", True, v.boolean)
+        dns_blind = self.get(top, "dns_blind", True, v.boolean)
         refresh = self.get(top, "list_refresh", DEFAULT_LIST_REFRESH, v.list_refresh)
         self.list_cache = self.get(top, "list_cache", DEFAULT_LIST_CACHE, v.path)
+        state_file = self.get(top, "state_file", DEFAULT_STATE_FILE, v.optional_path)
+        state_interval = self.get(top, "state_interval", DEFAULT_STATE_INTERVAL, v.state_interval)
         log_to = self.get(top, "log", "stderr", v.log_target)
         metrics, allow_remote = self.metrics(top)
         fw = self.firewall(top["firewall"][1]) if "firewall" in top else FirewallConfig()
@@ -172,8 +182,12 @@ class _Loader(NftablesChecks):
             policies=tuple(policies),
             control_socket=sock,
             conntrack_events=ct_events,
+            dns_blind=dns_blind,
             list_refresh=refresh,
             list_cache=self.list_cache,
+            # A relative path is the config directory's (an absolute one stays).
+            state_file=state_file and os.path.join(self.base, state_file),
+            state_interval=state_interval,
             trusted_resolvers=trusted,
             log=log_to,
             metrics_listen=metrics,
@@ -181,32 +195,6 @@ class _Loader(NftablesChecks):
             backend=self.backend,
             watchlist=self.watchlist,
         )
-
-    def networks(self, node: yaml.Node) -> tuple[str, ...]:
-        """trusted_resolvers: addresses or networks, as CIDR text."""
-        out: list[str] = []
-        for nnode in self.sequence(node, "trusted_resolvers"):
-            raw = self.scalar(nnode)
-            if raw is Invalid:
-                continue
-            try:
-                net, host_bits = v.network(raw)
-            except (ValueError, TypeError) as e:
-                self.error(nnode, f"trusted_resolvers: {e}")
-                continue
-            if host_bits:
-                self.warn(nnode, f"trusted_resolvers: {raw!r} has host bits set: taken as {net}")
-            if ipaddress.ip_network(net).is_loopback:
-                self.warn(
-                    nnode,
-                    f"trusted_resolvers: {net} is loopback; answers the router's resolver "
-                    "sends to clients come from its LAN address: list that one",
-                )
-            if net in out:
-                self.warn(nnode, f"trusted_resolvers: {net} is listed twice")
-                continue
-            out.append(net)
-        return tuple(out)
 
     def metrics(
         self, top: dict[str, tuple[yaml.Node, yaml.Node]]
@@ -320,22 +308,7 @@ class _Loader(NftablesChecks):
                 else:
                     urls.append(url)
                     url_nets += self.cached_list(unode, url, add)
-        static: list[str] = []
-        if "static" in m:
-            for snode in self.sequence(m["static"][1], "static"):
-                raw = self.scalar(snode)
-                if raw is Invalid:
-                    continue
-                try:
-                    net = ipaddress.ip_network(str(raw), strict=False)
-                except ValueError:
-                    self.error(snode, f"static: {raw!r} is not an IPv4/IPv6 address or network")
-                    continue
-                if net.version == 6 and ipset6 is None and nft6 is None:
-                    self.error(snode, f"static: {raw!r} is IPv6 but the policy has no ipset6")
-                    continue
-                text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-                static.append(text)
+        static = self.static_entries(m, has6=ipset6 is not None or nft6 is not None)
         v6_dropped = 0
         for entry in url_nets:
             if ":" in entry and ipset6 is None and nft6 is None:
@@ -347,7 +320,9 @@ class _Loader(NftablesChecks):
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
-            self.foreign_route(m["route"][1], name, (nft4, nft6))
+            self.foreign_route(m["route"][1], name, (nft4, nft6), "clients" in m)
+        has6 = (ipset6 is not None or nft6 is not None) and fw.ipv6
+        clients = self.clients(m, name, has6=has6, routed="route" in m)
         if self.watchlist.count(index) == 0 and not static and not urls:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
@@ -370,6 +345,7 @@ class _Loader(NftablesChecks):
             domain_urls=tuple(urls),
             static=tuple(static),
             route=route,
+            clients=clients,
             line=node.start_mark.line + 1,
             index=index,
             watchlist=self.watchlist,
@@ -391,7 +367,7 @@ class _Loader(NftablesChecks):
         for i, dom in enumerate(got.domains):
             add(dom, src, i + 1)
         nets = (ipaddress.ip_network(n, strict=False) for n in got.networks)
-        return [str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n) for n in nets]
+        return [short(n) for n in nets]
 
     def add_domain(self, domain: str, policy: int, source: int, line: int) -> None:
         """Into the watchlist; a domain another policy has already stays with it."""

@@ -29,6 +29,10 @@ DEFAULT_LIST_REFRESH = 86400
 # (and the learned addresses). Entware keeps its state under /opt.
 DEFAULT_STATE_DIR = "/opt/var/lib/hrneo" if os.path.isdir("/opt/etc") else "/var/lib/hrneo"
 DEFAULT_LIST_CACHE = os.path.join(DEFAULT_STATE_DIR, "lists")
+# The learned addresses, with the time each has left (hrneo.statefile), written
+# every state_interval seconds when something was learned since, and at stop.
+DEFAULT_STATE_FILE = os.path.join(DEFAULT_STATE_DIR, "state.json")
+DEFAULT_STATE_INTERVAL = 300
 # hrneo's `ip rule`s all sit at this priority, so a restart after a crash can
 # recognise (and delete) the ones it left behind.
 DEFAULT_RULE_PRIORITY = 9000
@@ -81,6 +85,9 @@ class Policy:
     domain_urls: tuple[str, ...] = ()
     static: tuple[str, ...] = ()
     route: Route | None = None
+    # The LAN devices the route is for (addresses and networks, as `static`
+    # writes them); () = every device and the router itself.
+    clients: tuple[str, ...] = ()
     line: int = 0
     index: int = 0
     watchlist: Watchlist | None = field(default=None, repr=False, compare=False)
@@ -96,6 +103,10 @@ class Policy:
         if self.nft6:
             return self.nft6
         return own_set(self.ipset6) if self.ipset6 else None
+
+    def clients_of(self, family: int) -> tuple[str, ...]:
+        """The `clients` of IP version `family` (4 or 6)."""
+        return tuple(c for c in self.clients if (":" in c) == (family == 6))
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -149,8 +160,12 @@ class Config:
     control_socket: str = DEFAULT_SOCKET_PATH
     # Keep a conntrack index from kernel events, so a flush needs no table dump.
     conntrack_events: bool = True
+    # Count, per LAN client, new connections to addresses no answer contained.
+    dns_blind: bool = True
     list_refresh: int = DEFAULT_LIST_REFRESH  # seconds between fetches of domain_urls; 0 = once
     list_cache: str = DEFAULT_LIST_CACHE  # where the last good copy of each URL list is kept
+    state_file: str | None = DEFAULT_STATE_FILE  # None: learned addresses die with the sets
+    state_interval: int = DEFAULT_STATE_INTERVAL  # seconds between writes; 0 = at stop only
     # Only answers from these sources count (CIDR text, "203.0.113.53/32"); () = any.
     trusted_resolvers: tuple[str, ...] = ()
     log: str = "stderr"  # or "syslog" (through /dev/log)

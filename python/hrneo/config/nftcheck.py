@@ -64,16 +64,21 @@ class NftablesChecks(Walker):
                     self.nftables_problem(m[key][1], f"{key}: {e}")
 
     def foreign_route(
-        self, node: yaml.Node, name: object, sets: tuple[NftSetName | None, ...]
+        self,
+        node: yaml.Node,
+        name: object,
+        sets: tuple[NftSetName | None, ...],
+        clients: bool = False,
     ) -> None:
         """A route's marking cannot reach a set of another table: say so."""
         foreign = [s for s in sets if s is not None and s.table != HRNEO_TABLE]
         if foreign and self.backend != "ipset":
+            limit = ", for the `clients` too" if clients else ""
             self.warn(
                 node,
                 f"route of policy {name!r}: with backend nftables its set {foreign[0]} is "
-                "in a table of your firewall, where hrneo adds no rules: mark the traffic "
-                "there (hrneo installs the ip rule and the table's route)",
+                f"in a table of your firewall, where hrneo adds no rules: mark the traffic "
+                f"there{limit} (hrneo installs the ip rule and the table's route)",
             )
 
     def set_names_of(self, p: Policy) -> tuple[str | None, ...]:

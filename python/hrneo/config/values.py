@@ -124,6 +124,22 @@ def list_refresh(v: object) -> int:
     return v
 
 
+def state_interval(v: object) -> int:
+    """Seconds between writes of the state file: 60..86400, or 0 (at stop only).
+
+    The floor spares the flash a typo's write every second."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"expected a whole number of seconds, not {v!r}")
+    if v != 0 and not 60 <= v <= 86400:
+        raise ValueError(f"{v} is out of range 60..86400 (or 0: write at stop only)")
+    return v
+
+
+def optional_path(v: object) -> str | None:
+    """A path, or null (the feature off)."""
+    return None if v is None else path(v)
+
+
 def check_url(v: object) -> str:
     """`v` if it is an http(s) URL with a host and no spaces; else ValueError/TypeError."""
     if not isinstance(v, str):

@@ -53,6 +53,15 @@ pub(super) struct FakeWriter {
 }
 
 impl SetWriter for FakeWriter {
+    fn delete(&mut self, entries: &[Entry]) -> Result<usize> {
+        self.kernel.timeline.lock().unwrap().push(format!("delete {}", self.name));
+        let mut sets = self.kernel.sets.lock().unwrap();
+        let set = sets
+            .get_mut(&self.name)
+            .ok_or_else(|| crate::ipset::consts::kernel_error(&self.name, libc::ENOENT))?;
+        Ok(entries.iter().filter(|e| set.members.remove(e).is_some()).count())
+    }
+
     fn prepare(&mut self, family: Family, spec: &PolicySpec) -> Result<Prepared> {
         let mut sets = self.kernel.sets.lock().unwrap();
         if !sets.contains_key(&self.name) {
@@ -90,6 +99,38 @@ impl SetWriter for FakeWriter {
                 c.new.push(*e);
             }
             set.members.insert(*e, self.timeout);
+        }
+        Ok(c)
+    }
+
+    fn members(&mut self) -> Result<Vec<(Entry, Option<u32>)>> {
+        let sets = self.kernel.sets.lock().unwrap();
+        let Some(set) = sets.get(&self.name) else {
+            return Err(crate::ipset::consts::kernel_error(&self.name, libc::ENOENT));
+        };
+        // As the kernel says it: timeout 0 is a permanent entry.
+        Ok(set.members.iter().map(|(e, t)| (*e, t.filter(|&t| t > 0))).collect())
+    }
+
+    fn reopen(&self) -> Result<Box<dyn SetWriter>> {
+        let (kernel, name) = (self.kernel.clone(), self.name.clone());
+        Ok(Box::new(FakeWriter { kernel, name, timeout: self.timeout }))
+    }
+
+    fn restore(&mut self, entries: &[(Entry, u32)]) -> Result<Committed> {
+        let mut sets = self.kernel.sets.lock().unwrap();
+        let Some(set) = sets.get_mut(&self.name) else {
+            return Err(crate::ipset::consts::kernel_error(&self.name, libc::ENOENT));
+        };
+        let mut c = Committed::default();
+        for &(e, t) in entries {
+            match set.members.entry(e) {
+                std::collections::hash_map::Entry::Occupied(_) => c.present += 1,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Some(t));
+                    c.new.push(e);
+                }
+            }
         }
         Ok(c)
     }
@@ -169,6 +210,9 @@ impl PacketSource for FakeSource {
     }
 }
 
+/// Where a fake flusher puts the DNS-blind counter the pipeline hands over.
+pub(super) type BlindSink = Arc<Mutex<Option<Arc<Mutex<crate::Blind>>>>>;
+
 /// Records flush calls; 3 entries per address; calls may block on a gate or fail.
 #[derive(Clone, Default)]
 pub(super) struct FakeFlusher {
@@ -180,6 +224,8 @@ pub(super) struct FakeFlusher {
     pub(super) in_set_at_flush: Arc<Mutex<Vec<bool>>>,
     /// Pretend the event index is valid: flushes are done in the submitter's thread.
     pub(super) ready: bool,
+    /// Pretend to follow conntrack events: the DNS-blind counter handed over lands here.
+    pub(super) blind: Option<BlindSink>,
     pub(super) threads: Arc<Mutex<Vec<std::thread::ThreadId>>>,
 }
 
@@ -226,6 +272,11 @@ impl Flusher for FakeFlusher {
     }
     fn index_ready(&self) -> bool {
         self.ready
+    }
+    fn watch_blind(&mut self, blind: Arc<Mutex<crate::Blind>>) -> bool {
+        let Some(sink) = &self.blind else { return false };
+        *sink.lock().unwrap() = Some(blind);
+        true
     }
 }
 

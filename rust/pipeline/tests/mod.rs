@@ -3,6 +3,8 @@
 
 mod fakes;
 mod hold;
+mod provenance;
+mod state;
 
 use std::net::IpAddr;
 use std::os::unix::io::AsRawFd;
