@@ -586,19 +586,21 @@ impl Interval {
 }
 
 /// Pair the starts and ends a dump of an interval set gives (in any order)
-/// into intervals. An end with no start before it (the `0.0.0.0` end some `nft`
-/// versions add) is skipped; a start with no end runs to the last address.
+/// into intervals. An end with no start of its family before it (the `0.0.0.0`
+/// end some `nft` versions add) is skipped; a start with no end runs to the
+/// last address.
 pub fn intervals(mut elems: Vec<ElemAttrs>) -> Vec<Interval> {
-    // At one key the end of an interval sorts before the start of the next.
-    elems.sort_by(|a, b| a.key.cmp(&b.key).then(b.end.cmp(&a.end)));
+    // A set has one key length, but a reply is not trusted to: one family after
+    // the other. At one key the end of an interval sorts before the start of the next.
+    elems.sort_by(|a, b| (a.key.len(), &a.key).cmp(&(b.key.len(), &b.key)).then(b.end.cmp(&a.end)));
     let mut out = Vec::new();
     let mut open: Option<&ElemAttrs> = None;
     for e in &elems {
         if e.end {
-            if let (Some(s), Some(end)) = (open.take(), e.addr()) {
-                if let Some(start) = s.addr() {
-                    out.push(Interval { start, end: Some(end), expiration_ms: s.expiration_ms });
-                }
+            let Some(s) = open.filter(|s| s.key.len() == e.key.len()) else { continue };
+            open = None;
+            if let (Some(start), Some(end)) = (s.addr(), e.addr()) {
+                out.push(Interval { start, end: Some(end), expiration_ms: s.expiration_ms });
             }
         } else {
             if let Some(s) = open.replace(e) {
@@ -651,6 +653,26 @@ mod tests {
         assert_eq!(intervals(vec![el("::", false)])[0].text(), "::/0");
         let v6 = intervals(vec![el("2001:db8::", false), el("2001:db9::", true)]);
         assert_eq!(v6[0].text(), "2001:db8::/32");
+    }
+
+    /// Found by fuzz/fuzz_targets/nftables.rs: keys of both lengths in one reply
+    /// (no kernel sends that: a set has one key type) paired an IPv6 start with
+    /// the IPv4 end after it in byte order, an interval with nonsense for its text.
+    #[test]
+    fn intervals_never_mix_families() {
+        let got = intervals(vec![
+            el("192.0.3.0", true),
+            el("c000:300::", true),
+            el("c000:200::", false),
+            el("192.0.2.0", false),
+        ]);
+        let texts: Vec<String> = got.iter().map(Interval::text).collect();
+        assert_eq!(texts, ["192.0.2.0/24", "c000:200::/24"]);
+        let open = intervals(vec![el("192.0.2.0", false), el("2001:db8::", true)]);
+        assert_eq!(
+            open.iter().map(Interval::text).collect::<Vec<_>>(),
+            ["192.0.2.0-255.255.255.255"]
+        );
     }
 
     #[test]
