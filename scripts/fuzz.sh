@@ -14,8 +14,8 @@
 # Sanitizer "none" by default: the core is safe Rust without `unsafe`, so ASan finds
 # little there and costs ~4x the executions; overflow checks and debug assertions stay
 # on either way (they catch arithmetic on hostile lengths). New inputs go to
-# fuzz/target/corpus/<target>/, crashes to fuzz/artifacts/<target>/; the seeds are
-# only read (`cargo fuzz cmin` folds new inputs into them, see README).
+# fuzz/target/corpus/<target>/, crashes to fuzz/artifacts/<target>/; fuzz/corpus/ is
+# only read (README, "Fuzzing": how to keep the new inputs that reach new code).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
