@@ -232,12 +232,12 @@ def format_status(st: dict[str, Any]) -> str:
     blind = st.get("dns_blind")
     if isinstance(blind, dict):
         flagged = [c for c in blind.get("clients") or [] if isinstance(c, dict) and c.get("likely")]
-        for c in flagged:
-            lines.append(
-                f"DNS-blind client {c.get('client')}: {c.get('blind')} of {c.get('connections')} "
-                f"new connections to addresses no DNS answer contained (last "
-                f"{c.get('last_blind')}): likely DNS over HTTPS/TLS or hard-coded addresses"
-            )
+        lines.extend(
+            f"DNS-blind client {c.get('client')}: {c.get('blind')} of {c.get('connections')} "
+            f"new connections to addresses no DNS answer contained (last "
+            f"{c.get('last_blind')}): likely DNS over HTTPS/TLS or hard-coded addresses"
+            for c in flagged
+        )
     rl = st.get("last_reload")
     if rl:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(rl.get("time", 0))))
@@ -263,12 +263,12 @@ def format_status(st: dict[str, Any]) -> str:
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines.append("")
-    for r in rows:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-            ).rstrip()
-        )
+    lines.extend(
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ).rstrip()
+        for r in rows
+    )
     return "\n".join(lines)
 
 
@@ -278,7 +278,8 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # (status key, metric name, type, help): the daemon-wide numbers.
 _GLOBAL_METRICS = (
-    ("events", "hrneo_dns_messages_total", "counter", "DNS messages decoded (answers and queries)."),
+    ("events", "hrneo_dns_messages_total", "counter",
+     "DNS messages decoded (answers and queries)."),
     ("answers", "hrneo_answers_total", "counter", "DNS answers seen."),
     ("queries_ignored", "hrneo_queries_ignored_total", "counter", "DNS queries ignored."),
     ("rcode_skipped", "hrneo_rcode_skipped_total", "counter", "Answers skipped: rcode not 0."),
@@ -383,12 +384,16 @@ def format_prometheus(st: dict[str, Any]) -> str:
     out.append(f"hrneo_firewall_missing {len(fw.get('missing') or [])}")
     policies = [p for p in st.get("policies") or [] if isinstance(p, dict)]
     family("hrneo_policy_domains", "gauge", "Domains on the policy's watchlist.")
-    for p in policies:
-        out.append(f"hrneo_policy_domains{{{_policy_labels(p)}}} {_number(p.get('domains', 0))}")
+    out.extend(
+        f"hrneo_policy_domains{{{_policy_labels(p)}}} {_number(p.get('domains', 0))}"
+        for p in policies
+    )
     for key, suffix, text in _POLICY_METRICS:
         family(f"hrneo_policy_{suffix}", "counter", text)
-        for p in policies:
-            out.append(f"hrneo_policy_{suffix}{{{_policy_labels(p)}}} {_number(p.get(key, 0))}")
+        out.extend(
+            f"hrneo_policy_{suffix}{{{_policy_labels(p)}}} {_number(p.get(key, 0))}"
+            for p in policies
+        )
     return "\n".join(out) + "\n"
 
 

@@ -99,7 +99,7 @@ def test_second_daemon_is_refused_and_touches_nothing(topo: Topology, variant: s
     assert "another hrneo daemon" in out and f"pid {topo.daemon.pid if topo.daemon else 0}" in out
     assert hrneo_rules(topo) == before, out  # not one rule of the first removed or added
     assert topo.control.exists() and not (topo.tmp / "other.sock").exists()
-    _works(topo, f"second{variant.split()[-1]}")
+    _works(topo, f"second{variant.rsplit(maxsplit=1)[-1]}")
 
 
 # ---------------------------------------------------------------- sets
@@ -203,7 +203,8 @@ def test_sighup_with_a_bad_config_keeps_the_old_one(topo: Topology, bad: str) ->
         os.mkfifo(fifo)
     text = {
         "nested": good + "x: " + "[" * 5000 + "]" * 5000 + "\n",
-        "python tag": good.replace("nflog_group: 100", "nflog_group: !!python/object/apply:os.getpid []"),
+        "python tag": good.replace("nflog_group: 100",
+                                   "nflog_group: !!python/object/apply:os.getpid []"),
         "fifo": good.replace(f"domain_files: [{topo.list_file}]", f"domain_files: [{fifo}]"),
         "dev zero": good.replace(f"domain_files: [{topo.list_file}]", "domain_files: [/dev/zero]"),
         "nan": good.replace("recheck_interval: 1", "recheck_interval: .nan"),
