@@ -89,6 +89,26 @@ class PolicyCounters(TypedDict):
     not_added: int  # addresses a failed commit did not put in
 
 
+class FlusherStats(TypedDict):
+    """``ConntrackFlusher.stats()``, and the conntrack thread's flusher in status."""
+
+    calls: int
+    dumped: int  # entries read from dumps
+    matched: int
+    deleted: int
+    already_gone: int  # deletes answered ENOENT: the entry went after the dump
+    errors: int
+    unparsed: int
+    tracking: int  # 1 while the event socket is subscribed
+    index_entries: int
+    events: int
+    resyncs: int  # dumps that (re)built the index, the initial one included
+    lost: int  # ENOBUFS on the event socket: the index was invalidated
+    index_lookups: int  # flushes answered from the index (no dump)
+    index_full: int
+    dns_filtered: int  # 1 while the events of DNS flows are dropped in the kernel
+
+
 class ConntrackStats(TypedDict):
     """The conntrack thread's counters."""
 
@@ -98,7 +118,7 @@ class ConntrackStats(TypedDict):
     race_misses: int  # new addresses that already had connections to flush
     pending: int
     tracking: bool
-    flusher: dict[str, int]
+    flusher: FlusherStats
 
 
 class PipelineStats(TypedDict):

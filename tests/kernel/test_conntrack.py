@@ -16,6 +16,7 @@ from typing import NamedTuple
 import pytest
 from conftest import require_kernel_tools
 from hrneo import ConntrackFlusher
+from hrneo.status import FlusherStats
 from hrneo.testing.netns import Netns
 
 pytestmark = pytest.mark.kernel
@@ -172,6 +173,7 @@ def test_empty_input_does_not_touch_the_kernel(router: Netns) -> None:
     assert flusher.flush([]) == 0
     assert flusher.flush(()) == 0
     assert flusher.stats()["calls"] == 0
+    assert flusher.stats().keys() == FlusherStats.__required_keys__  # the stub's type
     assert len(entries(router, "ipv4")) == 10
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import require
 from hrneo import IpsetBatch, IpsetSession
+from hrneo.coretypes import IpsetInfo
 from hrneo.errors import IpsetError
 from hrneo.testing.netns import Netns
 
@@ -316,6 +317,7 @@ def test_create_info_exists_destroy(ns: Netns, helpers: IpsetSession) -> None:
     helpers.create("m1", "hash:ip", "inet", timeout=300, maxelem=1000)
     assert helpers.exists("m1")
     info = helpers.info("m1")
+    assert info.keys() == IpsetInfo.__required_keys__  # the stub's type
     assert info["type"] == "hash:ip"
     assert info["family"] == "inet"
     assert info["timeout"] == 300

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import pytest
 from conftest import require_kernel_tools
 from hrneo import DnsEvent, NflogReader
+from hrneo.coretypes import NflogReaderStats
 from hrneo.testing.dnswire import message, tcp_frame
 from hrneo.testing.netns import Netns, link
 
@@ -91,6 +92,7 @@ def test_udp_ipv4_and_ipv6(pair: Pair) -> None:
         assert (evs[1].src, evs[1].dst) == (SRV6, CLI6)
         st = r.stats()
         assert st["dns"] == 2 and st["responses"] == 2 and st["dropped"] == 0
+        assert st.keys() == NflogReaderStats.__required_keys__  # the stub's type
 
 
 def test_cname_chain(pair: Pair) -> None:

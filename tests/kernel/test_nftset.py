@@ -17,6 +17,7 @@ import pytest
 from conftest import require
 from hrneo import NftSetBatch, NftSetSession
 from hrneo._core import nft_refresh_mode
+from hrneo.coretypes import NftSetInfo
 from hrneo.errors import NftSetError, SetError
 from hrneo.testing.netns import Netns
 
@@ -394,6 +395,7 @@ def test_create_info_exists_destroy(ns: Netns, nft: NftSetSession) -> None:
     assert nft.table_exists("inet", "hrneo")
     assert nft.exists("m1") and nft.exists("inet#hrneo#m1")
     info = nft.info("m1")
+    assert info.keys() == NftSetInfo.__required_keys__  # the stub's type
     assert (info["family"], info["table"], info["name"]) == ("inet", "hrneo", "m1")
     assert (info["key"], info["interval"], info["timeout"]) == ("ipv4_addr", False, True)
     assert (info["default_timeout"], info["size"], info["entries"]) == (300.0, 1000, 0)
