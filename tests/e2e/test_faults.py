@@ -1,4 +1,4 @@
-"""End to end, issue 7: faults while running. A second daemon is refused and leaves
+"""End to end, faults while running: a second daemon is refused and leaves
 the first one's rules alone; a flushed or destroyed set comes back with its static
 entries and MARK rules; running out of file descriptors is survived; a bad config
 on SIGHUP keeps the old one; the kill switch blocks marked traffic while the

@@ -1,6 +1,7 @@
-"""The issue-7 config keys (trusted_resolvers, verify_answers, kill_switch), number
-ranges, and hostile input: every case is a ConfigError with `file:line`, in bounded
-time and memory, never another exception or a hang."""
+"""The config keys against forged answers and a dead tunnel (trusted_resolvers,
+verify_answers, kill_switch), number ranges, and hostile input: every case is a
+ConfigError with `file:line`, in bounded time and memory, never another exception
+or a hang."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The daemon against faults (issue 7), on the fakes of test_daemon_unit: a second
+"""The daemon against faults, on the fakes of test_daemon_unit: a second
 daemon refused without touching the first one's rules, bad configs on reload,
 out-of-descriptor errors in the loop, the order of the periodic check."""
 
