@@ -11,7 +11,10 @@ import selectors
 import signal
 from collections.abc import Iterable
 from types import FrameType, TracebackType
-from typing import Any, Callable
+from typing import Any, Callable, Optional, Union
+
+# What signal.signal() returns and takes back (3.9 has no `|` here).
+Handler = Union[Callable[[int, Optional[FrameType]], Any], int, None]
 
 
 def _ignore(signum: int, frame: FrameType | None) -> None:
@@ -30,9 +33,7 @@ class SignalWakeup:
         self.sel = sel
         self.signals = tuple(signals)
         self.on_signal = on_signal
-        self._old_handlers: dict[
-            signal.Signals, Callable[[int, FrameType | None], Any] | int | None
-        ] = {}
+        self._old_handlers: dict[signal.Signals, Handler] = {}
         self._old_fd = -1
         self._fds: tuple[int, int] | None = None
 
