@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from hrneo.bench import load
+from hrneo.bench import accounting, load
 from hrneo.bench.report import Result, core_build, table
 from hrneo.bench.topology import (
     ROUTER_LAN,
@@ -195,10 +195,18 @@ def bench_throughput(
     label: str = "",
     unclean: Callable[[], str] = lambda: "",
     target: int = 50_000,
+    python: str | None = None,
 ) -> Result:
     """Highest replay rate with every address in the set afterwards (and
-    nothing `unclean()` names)."""
+    nothing `unclean()` names). With `python`, each round also says where its
+    answers went (`hrneo.bench.accounting`)."""
     best, tried = 0, {}
+
+    def counters() -> accounting.Snapshot | None:
+        if python is None:
+            return None
+        return accounting.snapshot(h.router, lambda: status(h, python), "ipset")
+
     for k, rate in enumerate(rates):
         h.router.sh(f"ipset flush {SET6}")  # each rate starts from an empty set
         n = max(100, min(int(rate * seconds), 300_000))
@@ -207,8 +215,10 @@ def bench_throughput(
             for i in range(n)
         ]
         want = load.ADDRESSES_PER_ANSWER * n
+        before = counters()
         took = flow.send(packets, rate)
         got = load.wait_settled(lambda: load.set_size(h.router, SET6), want, timeout=60)
+        after = counters()
         achieved = n / took if took > 0 else 0.0
         why = unclean()
         tried[str(rate)] = {
@@ -219,6 +229,10 @@ def bench_throughput(
             f"lost {why}",
             file=sys.stderr,
         )
+        if before is not None and after is not None:
+            figures = accounting.figures(n, before, after)
+            tried[str(rate)]["where"] = figures
+            print(f"    {accounting.describe(figures)}", file=sys.stderr)
         if got < want or why:
             break
         best = max(best, int(achieved))
@@ -406,7 +420,14 @@ def main(argv: list[str] | None = None) -> int:
                 if "throughput" in parts:
                     print("throughput...", file=sys.stderr)
                     results.append(
-                        bench_throughput(h, flow, rates, 1.0 if args.quick else 3.0, run + 2)
+                        bench_throughput(
+                            h,
+                            flow,
+                            rates,
+                            1.0 if args.quick else 3.0,
+                            run + 2,
+                            python=args.python,
+                        )
                     )
                 st = status(h, args.python)
                 results.append(
