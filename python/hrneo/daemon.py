@@ -166,9 +166,11 @@ class Daemon:
                 self.firewall.stop()
                 self._firewall_on = False
                 raise DaemonError(str(e)) from None
+        # `ip` runs before the capture is bound: from then on answers wait for the loop.
+        protected = self._protected(cfg)
         self.pipeline = self.core.pipeline(plan, cfg)
         self.pipeline.set_verbose(log.isEnabledFor(logging.DEBUG))
-        self._guard(cfg)
+        self._guard(cfg, protected)
         self._log_notes()
         if self.use_control:
             # Last, so the socket appearing means "reading answers" to scripts and
@@ -309,15 +311,18 @@ class Daemon:
         return PROMETHEUS_CONTENT_TYPE, format_prometheus(dict(self.status()))
 
     # -- the periodic check ------------------------------------------------------
-    def _guard(self, cfg: Config) -> None:
+    def _protected(self, cfg: Config) -> list[str]:
+        """The router's own addresses, networks, resolvers and gateways."""
+        from hrneo.protect import protected_networks  # runs `ip`: not for library users
+
+        return protected_networks(cfg, prefix=self.firewall.prefix, runner=self.firewall.run)
+
+    def _guard(self, cfg: Config, protected: list[str] | None = None) -> None:
         """Tell the pipeline which sources count and which addresses never go in."""
         if self.pipeline is None:
             return
-        from hrneo.protect import protected_networks  # runs `ip`: not for library users
-
         self.pipeline.set_trusted(list(cfg.trusted_resolvers))
-        nets = protected_networks(cfg, prefix=self.firewall.prefix, runner=self.firewall.run)
-        self.pipeline.set_protected(nets)
+        self.pipeline.set_protected(self._protected(cfg) if protected is None else protected)
         self.pipeline.set_dns_blind(cfg.dns_blind)
 
     def recheck(self) -> int:

@@ -230,8 +230,10 @@ impl PyPipeline {
         let spec = SourceSpec::parse(capture, nflog_group, nfqueue_num, hold_max_ms, rcvbuf)?;
         let plan = plan.inner.take(py).ok_or(Error::Closed("Plan"))?;
         let pipeline = py.detach(|| -> Result<Pipeline> {
-            let source = spec.open()?;
+            // The conntrack dump first: once the source is bound, answers wait
+            // (held ones count against hold_max_ms) until the loop reads them.
             let (flusher, note) = open_flusher(conntrack)?;
+            let source = spec.open()?;
             let p = Pipeline::new(source, plan, flusher)?;
             if let Some(n) = note {
                 let level = if p.flush_totals().is_some() { Level::Info } else { Level::Warning };
