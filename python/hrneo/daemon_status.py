@@ -59,7 +59,7 @@ def daemon_status(d: Daemon, ps: PipelineStats | None) -> DaemonStatus:
         "nfqueue_num": d.config.nfqueue_num,
         "backend": d.backend.name if d.backend else "ipset",
         "uptime": time.time() - d.started,
-        "events_per_s": round(d.rate, 1),
+        "events_per_s": round(d.event_rate.rate, 1),
         "events": count("events"),
         "answers": count("answers"),
         "queries_ignored": count("queries_ignored"),

@@ -126,6 +126,26 @@ class PolicyCounters(TypedDict):
     not_added: int  # addresses a failed commit did not put in
 
 
+class FlusherStats(TypedDict):
+    """``ConntrackFlusher.stats()``, and the conntrack thread's flusher in status."""
+
+    calls: int
+    dumped: int  # entries read from dumps
+    matched: int
+    deleted: int
+    already_gone: int  # deletes answered ENOENT: the entry went after the dump
+    errors: int
+    unparsed: int
+    tracking: int  # 1 while the event socket is subscribed
+    index_entries: int
+    events: int
+    resyncs: int  # dumps that (re)built the index, the initial one included
+    lost: int  # ENOBUFS on the event socket: the index was invalidated
+    index_lookups: int  # flushes answered from the index (no dump)
+    index_full: int
+    dns_filtered: int  # 1 while the events of DNS flows are dropped in the kernel
+
+
 class ConntrackStats(TypedDict):
     """The conntrack thread's counters."""
 
@@ -135,7 +155,7 @@ class ConntrackStats(TypedDict):
     race_misses: int  # new addresses that already had connections to flush
     pending: int
     tracking: bool
-    flusher: dict[str, int]
+    flusher: FlusherStats
 
 
 class PipelineStats(TypedDict):
@@ -285,12 +305,12 @@ def format_status(st: dict[str, Any]) -> str:
     blind = st.get("dns_blind")
     if isinstance(blind, dict):
         flagged = [c for c in blind.get("clients") or [] if isinstance(c, dict) and c.get("likely")]
-        for c in flagged:
-            lines.append(
-                f"DNS-blind client {c.get('client')}: {c.get('blind')} of {c.get('connections')} "
-                f"new connections to addresses no DNS answer contained (last "
-                f"{c.get('last_blind')}): likely DNS over HTTPS/TLS or hard-coded addresses"
-            )
+        lines.extend(
+            f"DNS-blind client {c.get('client')}: {c.get('blind')} of {c.get('connections')} "
+            f"new connections to addresses no DNS answer contained (last "
+            f"{c.get('last_blind')}): likely DNS over HTTPS/TLS or hard-coded addresses"
+            for c in flagged
+        )
     rl = st.get("last_reload")
     if rl:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(rl.get("time", 0))))
@@ -316,12 +336,12 @@ def format_status(st: dict[str, Any]) -> str:
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines.append("")
-    for r in rows:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-            ).rstrip()
-        )
+    lines.extend(
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ).rstrip()
+        for r in rows
+    )
     return "\n".join(lines)
 
 
@@ -331,7 +351,8 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # (status key, metric name, type, help): the daemon-wide numbers.
 _GLOBAL_METRICS = (
-    ("events", "hrneo_dns_messages_total", "counter", "DNS messages decoded (answers and queries)."),
+    ("events", "hrneo_dns_messages_total", "counter",
+     "DNS messages decoded (answers and queries)."),
     ("answers", "hrneo_answers_total", "counter", "DNS answers seen."),
     ("queries_ignored", "hrneo_queries_ignored_total", "counter", "DNS queries ignored."),
     ("rcode_skipped", "hrneo_rcode_skipped_total", "counter", "Answers skipped: rcode not 0."),
@@ -430,8 +451,10 @@ def format_prometheus(st: dict[str, Any]) -> str:
     )  # fmt: skip
     packets = st.get("packets")
     pk: dict[str, Any] = packets if isinstance(packets, dict) else {}
-    for key in (*READ_BUCKETS, "dropped"):
-        out.append(f'hrneo_packets_total{{outcome="{key}"}} {_number(pk.get(key, 0))}')
+    out.extend(
+        f'hrneo_packets_total{{outcome="{key}"}} {_number(pk.get(key, 0))}'
+        for key in (*READ_BUCKETS, "dropped")
+    )
     family("hrneo_info", "gauge", "The running daemon: 1, with its pid and config in labels.")
     out.append(
         f'hrneo_info{{pid="{_escape_label(st.get("pid", ""))}",'
@@ -445,12 +468,16 @@ def format_prometheus(st: dict[str, Any]) -> str:
     out.append(f"hrneo_firewall_missing {len(fw.get('missing') or [])}")
     policies = [p for p in st.get("policies") or [] if isinstance(p, dict)]
     family("hrneo_policy_domains", "gauge", "Domains on the policy's watchlist.")
-    for p in policies:
-        out.append(f"hrneo_policy_domains{{{_policy_labels(p)}}} {_number(p.get('domains', 0))}")
+    out.extend(
+        f"hrneo_policy_domains{{{_policy_labels(p)}}} {_number(p.get('domains', 0))}"
+        for p in policies
+    )
     for key, suffix, text in _POLICY_METRICS:
         family(f"hrneo_policy_{suffix}", "counter", text)
-        for p in policies:
-            out.append(f"hrneo_policy_{suffix}{{{_policy_labels(p)}}} {_number(p.get(key, 0))}")
+        out.extend(
+            f"hrneo_policy_{suffix}{{{_policy_labels(p)}}} {_number(p.get(key, 0))}"
+            for p in policies
+        )
     return "\n".join(out) + "\n"
 
 

@@ -246,7 +246,7 @@ def test_start_prepares_sets_then_rules_then_pipeline(tmp_path: Path) -> None:
 def test_start_fails_cleanly_when_sets_cannot_be_made(tmp_path: Path) -> None:
     d, core, runner, _ = make(tmp_path)
     core.fail_prepare = True
-    with pytest.raises(DaemonError, match="sets: .*not permitted"):
+    with pytest.raises(DaemonError, match=r"sets: .*not permitted"):
         d.start()
     assert core.pipelines == [] and runner.calls == []  # nothing installed
 

@@ -159,7 +159,8 @@ table inet hrneo {
 
 \tchain g100_dns_forward {
 \t\ttype filter hook forward priority filter + 10; policy accept;
-\t\tudp sport 53 ct state established ct direction reply counter packets 3 bytes 300 log group 100 comment "hrneo:dns-udp"
+\t\tudp sport 53 ct state established ct direction reply counter packets 3 bytes 300 \
+log group 100 comment "hrneo:dns-udp"
 \t}
 }
 """

@@ -309,7 +309,7 @@ def run_hold(h: Hosts, python: str, parts: set[str], quick: bool, run: int) -> l
             results.append(
                 d.bench_throughput(
                     h, flow, rates, 1.0 if quick else 3.0, run + 80,
-                    label=", hold mode", unclean=unclean, target=30_000, python=python,
+                    label=", hold mode", unclean=unclean, target=30_000,
                 )
             )  # fmt: skip
         finally:
