@@ -11,11 +11,48 @@ from typing import Any, TypedDict
 class CaptureStats(TypedDict):
     """The capture socket's counters."""
 
-    packets: int
-    dropped: int  # logged by the kernel but never delivered (socket buffer full)
+    packets: int  # packet messages read
+    dropped: int  # handed over by the rule but never read (socket full; hold mode: fail-open)
     enobufs: int
     datagrams: int
+    malformed: int  # datagrams or messages cut short (their packets are in dropped)
+
+
+class PacketStats(TypedDict):
+    """Every packet the capture rule handed to the daemon, counted once:
+    captured = read + dropped; read = udp_dns + tcp_segments + untrusted +
+    malformed + incomplete + non_dns (see ACCOUNTING)."""
+
+    captured: int
+    dropped: int
+    read: int
+    udp_dns: int  # UDP packets with a DNS message (each message then in events)
+    tcp_segments: int  # TCP segments with payload (their messages in events as they complete)
+    untrusted: int
     malformed: int
+    incomplete: int
+    non_dns: int
+
+
+# The packet buckets of PacketStats whose sum is `read`, in the order shown.
+READ_BUCKETS = ("udp_dns", "tcp_segments", "untrusted", "malformed", "incomplete", "non_dns")
+
+# `hrneo status --help` (and the README): what the packet counters add up to.
+ACCOUNTING = """\
+Every packet the capture rule (NFLOG, or NFQUEUE in hold mode) hands to the
+daemon is counted once, in `packets`:
+
+  captured = read + dropped
+  read     = udp_dns + tcp_segments + untrusted + malformed + incomplete + non_dns
+
+dropped: the kernel could not queue it on the daemon's socket (full); in hold
+mode it passed unread (fail-open). It is the kernel's own count, right at once.
+Each DNS message (one per UDP packet, any number per TCP segment) is then one
+of events = answers + queries_ignored. While the daemon is bound, the capture
+rule's own counter (iptables -v -x -L, nft's `counter`) equals `captured`.
+Packets the kernel drops before the rule (the network card's ring, the backlog
+of net.core.netdev_max_backlog) never reach it: they show in
+/proc/net/softnet_stat and `ip -s link`, not here."""
 
 
 class TcpStats(TypedDict):
@@ -130,9 +167,12 @@ class PipelineStats(TypedDict):
     rcode_skipped: int
     unwatched: int
     untrusted: int  # answers from a source that is not a trusted resolver
-    malformed: int
+    malformed: int  # packets (UDP DNS that does not decode, broken headers)
     incomplete: int
     non_dns: int
+    udp_dns: int
+    tcp_segments: int
+    tcp_malformed: int  # DNS messages put together from TCP that do not decode
     commit_errors: int
     sets_recreated: int
     read_errors: int
@@ -190,6 +230,7 @@ class DaemonStatus(TypedDict):
     untrusted: int
     malformed: int
     dropped: int
+    packets: PacketStats
     commit_errors: int
     flush_errors: int
     flushed: int
@@ -215,6 +256,17 @@ def _ago(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
+def _packets_line(st: dict[str, Any]) -> list[str]:
+    """`captured = buckets + dropped` in words (none from a daemon without it)."""
+    pk = st.get("packets")
+    if not isinstance(pk, dict):
+        return []
+    names = {"udp_dns": "dns", "tcp_segments": "tcp", "non_dns": "not dns"}
+    parts = " + ".join(f"{names.get(k, k)} {pk.get(k, 0)}" for k in READ_BUCKETS)
+    captured, dropped = pk.get("captured", 0), pk.get("dropped", 0)
+    return [f"packets captured {captured} = {parts} + dropped by the kernel {dropped}"]
+
+
 def format_status(st: dict[str, Any]) -> str:
     """The human table of `hrneo status` (tolerant of missing keys: older daemons)."""
     if st.get("capture_mode") == "nfqueue":
@@ -231,6 +283,7 @@ def format_status(st: dict[str, Any]) -> str:
             f"{st.get('answers', 0)}  queries ignored {st.get('queries_ignored', 0)}  "
             f"dropped {st.get('dropped', 0)}  malformed {st.get('malformed', 0)}"
         ),
+        *_packets_line(st),
         (
             f"conntrack flushed {st.get('flushed', 0)}  commit errors {st.get('commit_errors', 0)}"
             f"  flush errors {st.get('flush_errors', 0)}  race misses {st.get('race_misses', 0)}"
@@ -391,6 +444,17 @@ def format_prometheus(st: dict[str, Any]) -> str:
     for key, name, kind, text in _GLOBAL_METRICS:
         family(name, kind, text)
         out.append(f"{name} {_number(_lookup(st, key))}")
+    family(
+        "hrneo_packets_total", "counter",
+        "Packets the capture rule handed to the daemon, each counted once by what became of "
+        "it; the sum over `outcome` is what the rule matched while the daemon was bound.",
+    )  # fmt: skip
+    packets = st.get("packets")
+    pk: dict[str, Any] = packets if isinstance(packets, dict) else {}
+    out.extend(
+        f'hrneo_packets_total{{outcome="{key}"}} {_number(pk.get(key, 0))}'
+        for key in (*READ_BUCKETS, "dropped")
+    )
     family("hrneo_info", "gauge", "The running daemon: 1, with its pid and config in labels.")
     out.append(
         f'hrneo_info{{pid="{_escape_label(st.get("pid", ""))}",'

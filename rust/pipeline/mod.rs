@@ -84,6 +84,8 @@ pub struct Pipeline {
     set_names: Vec<(Arc<str>, Arc<str>)>,
     /// DNS-blind counting, when the conntrack thread follows events (and it is on).
     blind: Option<Arc<Mutex<Blind>>>,
+    /// The counts of sources swapped out: the capture's counters go on across a swap.
+    retired: CaptureStats,
 }
 
 impl Pipeline {
@@ -131,6 +133,7 @@ impl Pipeline {
             provenance: Provenance::default(),
             set_names,
             blind,
+            retired: CaptureStats::default(),
         })
     }
 
@@ -223,7 +226,9 @@ impl Pipeline {
     pub fn swap_source(&mut self, mut source: Box<dyn PacketSource>) -> Box<dyn PacketSource> {
         source.take_notes().into_iter().for_each(|n| self.notes.push(Level::Warning, n));
         let _ = self.process_queued(usize::MAX);
-        std::mem::replace(&mut self.source, source)
+        let old = std::mem::replace(&mut self.source, source);
+        self.retired = self.retired.plus(old.stats());
+        old
     }
 
     /// A new longest hold for the source (hold mode); false if it holds nothing.
@@ -377,9 +382,9 @@ impl Pipeline {
         self.counters
     }
 
-    /// Counters of the capture socket.
+    /// Counters of the capture socket (and of those it replaced).
     pub fn capture_stats(&self) -> CaptureStats {
-        self.source.stats()
+        self.retired.plus(self.source.stats())
     }
 
     /// Counters of holding (hold mode), None when the source holds nothing.

@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from hrneo.bench import load
+from hrneo.bench import accounting, load
 from hrneo.bench.report import Result, core_build, table
 from hrneo.bench.topology import (
     ROUTER_LAN,
@@ -199,8 +199,13 @@ def bench_throughput(
     target: int = 50_000,
 ) -> Result:
     """Highest replay rate with every address in the set afterwards (and
-    nothing `unclean()` names)."""
+    nothing `unclean()` names). Each round also says where its answers went
+    (`hrneo.bench.accounting`)."""
     best, tried = 0, {}
+
+    def counters() -> accounting.Snapshot:
+        return accounting.snapshot(h.router, lambda: status(h, h.python), "ipset")
+
     for k, rate in enumerate(rates):
         h.router.sh(f"ipset flush {SET6}")  # each rate starts from an empty set
         n = max(100, min(int(rate * seconds), 300_000))
@@ -209,8 +214,10 @@ def bench_throughput(
             for i in range(n)
         ]
         want = load.ADDRESSES_PER_ANSWER * n
+        before = counters()
         took = flow.send(packets, rate)
         got = load.wait_settled(lambda: load.set_size(h.router, SET6), want, timeout=60)
+        after = counters()
         achieved = n / took if took > 0 else 0.0
         why = unclean()
         tried[str(rate)] = {
@@ -221,6 +228,9 @@ def bench_throughput(
             f"lost {why}",
             file=sys.stderr,
         )
+        figures = accounting.figures(n, before, after)
+        tried[str(rate)]["where"] = figures
+        print(f"    {accounting.describe(figures)}", file=sys.stderr)
         if got < want or why:
             break
         best = max(best, int(achieved))
