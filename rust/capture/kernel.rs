@@ -242,7 +242,16 @@ sk               Eth Pid        Groups   Rmem     Wmem     Dump  Locks    Drops 
 
     #[test]
     fn socket_drops_of_a_fresh_socket() {
-        let s = crate::nl::NetfilterSocket::open().unwrap();
+        let s = match crate::nl::NetfilterSocket::open() {
+            Ok(s) => s,
+            // qemu-user refuses NETLINK_NETFILTER; a real kernel (the VM) must not.
+            Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => {
+                assert!(std::env::var_os("HRNEO_REQUIRE_KERNEL").is_none(), "{e}");
+                eprintln!("socket_drops_of_a_fresh_socket: skipped, no NETLINK_NETFILTER: {e}");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
         let drops = SocketDrops::open(s.fd());
         assert_eq!(drops.total(s.fd()), Some(0));
         assert!(portid(s.fd()).is_some_and(|p| p != 0));

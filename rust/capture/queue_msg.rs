@@ -265,9 +265,10 @@ mod tests {
             (0..len).all(|i| (first.wrapping_add(i).wrapping_sub(max) as i32) <= 0)
         };
         let mut rng = crate::testutil::Rng(5);
-        for _ in 0..10_000 {
+        // Sized to stay fast in a debug build under qemu-mips as well.
+        for _ in 0..1_000 {
             let first = rng.next() as u32;
-            let len = 1 + rng.below(100_000) as u32;
+            let len = 1 + rng.below(10_000) as u32;
             assert!(maxes.iter().any(|&m| takes_all(first, len, m)), "{first} +{len}");
         }
         for first in [0, 1, 0x3FFF_FFFF, 0x4000_0000, 0x7FFF_FFFF, 0x8000_0000, u32::MAX - 5] {
