@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The router builds against real aarch64 and mipsel kernels (issue 12): boot Debian 12's
+# The router builds against real aarch64 and mipsel kernels: boot Debian 12's
 # own kernel for the architecture under qemu-system (TCG, no network), run a test payload
 # in the guest, read PASS/FAIL and counts from the serial console.
 #

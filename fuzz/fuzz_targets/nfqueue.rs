@@ -1,9 +1,10 @@
 //! NFQUEUE datagrams: `decode_queue_datagram`, two ways.
 //!
-//! First byte below 0x80: the rest is a raw datagram. Every packet borrows the
-//! datagram and is the NFQA_PAYLOAD of an NFQNL_MSG_PACKET message whose
-//! NFQA_PACKET_HDR gave its id; every such message is a packet or malformed,
-//! every NLMSG_ERROR an error code, an ack, or malformed.
+//! First byte below 0x80: the rest is a raw datagram. Every NFQNL_MSG_PACKET
+//! message whose NFQA_PACKET_HDR gives an id is a packet (held by the kernel:
+//! it must get a verdict), with its NFQA_PAYLOAD (borrowed from the datagram)
+//! or empty without one; one without an id is malformed, as is every
+//! NLMSG_ERROR too short for a code; the others are errors or acks.
 //!
 //! 0x80 and up: the rest describes messages (packets with or without an id or
 //! a payload, kernel errors, acks, foreign messages), written with the core's
@@ -59,9 +60,9 @@ fn raw(d: &[u8]) {
                     _ => {}
                 }
             }
-            match (id, payload) {
-                (Some(id), Some(p)) => want.push((id, p)),
-                _ => malformed += 1,
+            match id {
+                Some(id) => want.push((id, payload.unwrap_or(&[]))),
+                None => malformed += 1,
             }
         }
     }
@@ -97,9 +98,9 @@ fn modelled(input: &[u8]) {
                 if let Some(p) = &payload {
                     m.attr(NFQA_PAYLOAD, p);
                 }
-                match (id, payload) {
-                    (Some(id), Some(p)) => want.push((id, p)),
-                    _ => malformed += 1,
+                match id {
+                    Some(id) => want.push((id, payload.unwrap_or_default())),
+                    None => malformed += 1,
                 }
             }
             2 => {

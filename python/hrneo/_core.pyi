@@ -2,11 +2,12 @@
 
 from collections.abc import Iterable, Sequence
 from types import TracebackType
-from typing import Literal, Protocol, final
+from typing import Literal, final
 
 from typing_extensions import Self, TypeAlias
 
-from hrneo.status import BlindReport, PipelineStats
+from hrneo.coretypes import IpsetInfo, NflogReaderStats, NfqueueReaderStats, NftSetInfo, PolicyLike
+from hrneo.status import BlindReport, FlusherStats, PipelineStats
 from hrneo.why import WhyRecord
 
 __all__ = [
@@ -114,10 +115,8 @@ class NflogReader(_Closeable):
         timeout=None waits for the first packet; 0 does not wait; otherwise
         waits at most `timeout` seconds. Returns [] on timeout.
         """
-    def stats(self) -> dict[str, int]:
-        """Counters: packets, dns, responses, queries, malformed, incomplete, non_dns,
-        dropped, enobufs, datagrams, and DNS over TCP put back together from its
-        segments: tcp_reassembled, tcp_flows, tcp_gaps, tcp_unfinished, tcp_dropped_bytes."""
+    def stats(self) -> NflogReaderStats:
+        """The capture socket's counters, what the packets were, and DNS over TCP."""
 
 @final
 class NfqueueReader(_Closeable):
@@ -161,10 +160,9 @@ class NfqueueReader(_Closeable):
         """Let the packets with these ids go on (ids released already are ignored)."""
     def accept_all(self) -> None:
         """Let every packet read so far go on."""
-    def stats(self) -> dict[str, int]:
-        """The counters of NflogReader.stats(), and of holding: held, released,
-        outstanding, hold_timeouts, fail_opens, verdict_errors, and the hold time
-        (read to verdict) of the last 4096 packets: hold_p50_us, hold_p99_us, hold_max_us."""
+    def stats(self) -> NfqueueReaderStats:
+        """The counters of NflogReader.stats(), and of holding (the hold times are
+        those of the last 4096 packets, read to verdict)."""
 
 # ---------------------------------------------------------------- ipset
 
@@ -206,9 +204,7 @@ class IpsetSession(_Closeable):
     ) -> None:
         """Create a set; with `exist_ok`, a set of that name is kept as it is."""
     def exists(self, name: str) -> bool: ...
-    def info(self, name: str) -> dict[str, str | int | None]:
-        """name, type, revision, family ("inet"/"inet6"), timeout (None if the set has
-        none), maxelem, hashsize, size (bytes), references, entries."""
+    def info(self, name: str) -> IpsetInfo: ...
     def test(self, name: str, ip: str) -> bool: ...
     def members(self, name: str) -> list[str]: ...
     def flush(self, name: str) -> None: ...
@@ -291,10 +287,7 @@ class NftSetSession(_Closeable):
     def exists(self, set_name: str) -> bool: ...
     def table_exists(self, family: str, table: str) -> bool: ...
     def create_table(self, family: str, table: str) -> None: ...
-    def info(self, set_name: str) -> dict[str, str | int | float | bool | None]:
-        """family, table, name, key ("ipv4_addr"/"ipv6_addr"), interval, timeout (the set
-        has timeouts), default_timeout (seconds or None), size (None: no limit), handle,
-        entries."""
+    def info(self, set_name: str) -> NftSetInfo: ...
     def test(self, set_name: str, ip: str) -> bool:
         """Whether `ip` is in the set (in an interval set: inside one of its intervals)."""
     def members(self, set_name: str) -> list[str]:
@@ -339,11 +332,7 @@ class ConntrackFlusher(_Closeable):
         """The event socket (readable when events are queued); None when not tracking."""
     def poll_events(self) -> int:
         """Read the queued events into the index; returns how many (0 when not tracking)."""
-    def stats(self) -> dict[str, int]:
-        """calls, dumped, matched, deleted, already_gone, errors, unparsed, tracking,
-        index_entries, events, resyncs (initial dump included), lost (ENOBUFS),
-        index_lookups (flushes without a dump), index_full, dns_filtered (1 while the
-        events of DNS flows are dropped in the kernel)."""
+    def stats(self) -> FlusherStats: ...
 
 # ---------------------------------------------------------------- watchlist
 
@@ -388,26 +377,6 @@ class Watchlist:
 
 # ---------------------------------------------------------------- pipeline
 
-class _PolicyLike(Protocol):
-    @property
-    def name(self) -> str: ...
-    @property
-    def ipset(self) -> str: ...
-    @property
-    def ipset6(self) -> str | None: ...
-    @property
-    def nft_set4(self) -> str: ...
-    @property
-    def nft_set6(self) -> str | None: ...
-    @property
-    def timeout(self) -> int: ...
-    @property
-    def maxelem(self) -> int | None: ...
-    @property
-    def reconnect(self) -> bool: ...
-    @property
-    def static(self) -> Sequence[str]: ...
-
 @final
 class Plan:
     """A config compiled for the pipeline: watchlist, each policy's sets, a writer per set."""
@@ -415,7 +384,7 @@ class Plan:
     def __new__(
         cls,
         watchlist: Watchlist,
-        policies: Iterable[_PolicyLike],
+        policies: Iterable[PolicyLike],
         *,
         backend: Literal["ipset", "nftables"] = "ipset",
     ) -> Self:

@@ -67,7 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     chk = sub.add_parser("check", help="validate the config and its list files")
     chk.add_argument("--config", "-c", default=None, help=cfg_help)
-    st = sub.add_parser("status", help="counters of the running daemon")
+    from hrneo.status import ACCOUNTING
+
+    st = sub.add_parser(
+        "status", help="counters of the running daemon",
+        description=f"Counters of the running daemon.\n\n{ACCOUNTING}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     fmt = st.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the raw JSON")
     fmt.add_argument(

@@ -15,17 +15,15 @@ process) anywhere in the loop is logged and waited out, never fatal.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
-import os
 import re
 import selectors
 import signal
 import time
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable
 
+from hrneo.activity import EventRate, PolicySummary
 from hrneo.backends import CoreFactory, FirewallLike, PipelineLike, assemble
 from hrneo.config import Config, load_config
 from hrneo.control import ControlServer
@@ -35,12 +33,8 @@ from hrneo.fetcher import UrlLists
 from hrneo.instance import LOCK_PREFIX, InstanceLock
 from hrneo.pidfile import remove_pidfile, write_pidfile
 from hrneo.statekeeper import StateKeeper
-from hrneo.status import (
-    DaemonStatus,
-    PipelineStats,
-    PolicyCounters,
-    ReloadInfo,
-)
+from hrneo.status import DaemonStatus, PipelineStats, ReloadInfo
+from hrneo.wakeup import SignalWakeup
 from hrneo.why import why_reply
 
 if TYPE_CHECKING:
@@ -48,10 +42,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RATE_WINDOW = 5.0  # seconds over which events/s is measured
 SUMMARY_INTERVAL = 60.0  # seconds between the per-policy INFO summaries
 MAX_WAIT = 1.0  # longest a loop turn waits, so timers stay on time
-SUMMARY_KEYS = ("new", "refreshed", "flushed", "errors")
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+# Settings a reload does not change: they take effect at the next restart.
+RESTART_ONLY = ("control_socket", "conntrack_events", "log", "backend")
 # Errors that mean "out of resources now", not "broken": the loop goes on.
 RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS, errno.EAGAIN)
 RESOURCE_BACKOFF = 0.2  # seconds the loop rests after such an error
@@ -101,11 +96,9 @@ class Daemon:
         self.counters = {"reconciled": 0}
         self.started = time.time()
         self.last_reload: ReloadInfo | None = None
-        self.rate = 0.0
-        self._rate_t = time.monotonic()
-        self._rate_n = 0
+        self.event_rate = EventRate()
         self._summary_t = time.monotonic()
-        self._summary_last: dict[str, PolicyCounters] = {}
+        self._summary = PolicySummary()
         self._stopping = False
         self._reload_wanted = False
         self._recheck_wanted = False
@@ -166,9 +159,11 @@ class Daemon:
                 self.firewall.stop()
                 self._firewall_on = False
                 raise DaemonError(str(e)) from None
+        # `ip` runs before the capture is bound: from then on answers wait for the loop.
+        protected = self._protected(cfg)
         self.pipeline = self.core.pipeline(plan, cfg)
         self.pipeline.set_verbose(log.isEnabledFor(logging.DEBUG))
-        self._guard(cfg)
+        self._guard(cfg, protected)
         self._log_notes()
         if self.use_control:
             # Last, so the socket appearing means "reading answers" to scripts and
@@ -247,14 +242,9 @@ class Daemon:
             # Between two wake-ups: no answer is half in each plan.
             self.pipeline.swap_plan(plan)
             self._guard(cfg)
-        if cfg.control_socket != old.control_socket:
-            log.warning("control_socket change takes effect at the next restart")
-        if cfg.conntrack_events != old.conntrack_events:
-            log.warning("conntrack_events change takes effect at the next restart")
-        if cfg.log != old.log:
-            log.warning("log change takes effect at the next restart")
-        if cfg.backend != old.backend:
-            log.warning("backend change takes effect at the next restart")
+        for key in RESTART_ONLY:
+            if getattr(cfg, key) != getattr(old, key):
+                log.warning("%s change takes effect at the next restart", key)
         if cfg.metrics_listen != old.metrics_listen:
             self._serve_metrics(cfg.metrics_listen)
         # A reload the fetcher asked for needs no fetch; a SIGHUP fetches the lists too.
@@ -309,15 +299,18 @@ class Daemon:
         return PROMETHEUS_CONTENT_TYPE, format_prometheus(dict(self.status()))
 
     # -- the periodic check ------------------------------------------------------
-    def _guard(self, cfg: Config) -> None:
+    def _protected(self, cfg: Config) -> list[str]:
+        """The router's own addresses, networks, resolvers and gateways."""
+        from hrneo.protect import protected_networks  # runs `ip`: not for library users
+
+        return protected_networks(cfg, prefix=self.firewall.prefix, runner=self.firewall.run)
+
+    def _guard(self, cfg: Config, protected: list[str] | None = None) -> None:
         """Tell the pipeline which sources count and which addresses never go in."""
         if self.pipeline is None:
             return
-        from hrneo.protect import protected_networks  # runs `ip`: not for library users
-
         self.pipeline.set_trusted(list(cfg.trusted_resolvers))
-        nets = protected_networks(cfg, prefix=self.firewall.prefix, runner=self.firewall.run)
-        self.pipeline.set_protected(nets)
+        self.pipeline.set_protected(self._protected(cfg) if protected is None else protected)
         self.pipeline.set_dns_blind(cfg.dns_blind)
 
     def recheck(self) -> int:
@@ -363,29 +356,20 @@ class Daemon:
         return daemon_status(self, self._pipeline_stats())
 
     def _update_rate(self) -> None:
-        now = time.monotonic()
-        dt = now - self._rate_t
-        if dt >= RATE_WINDOW:
+        def events() -> int:
             ps = self._pipeline_stats()
-            events = ps["events"] if ps else 0
-            self.rate = (events - self._rate_n) / dt
-            self._rate_t, self._rate_n = now, events
+            return ps["events"] if ps else 0
 
-    def _summary(self) -> None:
+        self.event_rate.update(events)
+
+    def _log_summary(self) -> None:
         """One INFO line per policy whose counters moved since the last summary."""
         self._summary_t = time.monotonic()
         ps = self._pipeline_stats()
         if ps is None:
             return
-        for name, c in ps["policies"].items():
-            last = self._summary_last.get(name)
-            delta = {k: c[k] - (last[k] if last else 0) for k in SUMMARY_KEYS}  # type: ignore[literal-required]
-            if any(delta.values()):
-                log.info(
-                    "%s: %d new, %d refreshed, %d conntrack entries flushed, %d errors",
-                    name, delta["new"], delta["refreshed"], delta["flushed"], delta["errors"],
-                )  # fmt: skip
-            self._summary_last[name] = c
+        for line in self._summary.lines(ps["policies"]):
+            log.info("%s", line)
 
     def _log_notes(self) -> None:
         if self.pipeline is None:
@@ -435,7 +419,7 @@ class Daemon:
         if self.pipeline is not None and self.state.due(now):
             self.state.save(self.pipeline)
         if now - self._summary_t >= SUMMARY_INTERVAL:
-            self._summary()
+            self._log_summary()
         if self.control is not None:
             self.control.expire()
         if self.metrics is not None:
@@ -470,38 +454,21 @@ class Daemon:
 
     def run(self) -> int:
         """Start, loop until SIGTERM/SIGINT, stop. Returns the exit code."""
-        rfd, wfd = os.pipe()
-        os.set_blocking(rfd, False)
-        os.set_blocking(wfd, False)
-        caught = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
-
-        def on_signal(signum: int, frame: FrameType | None) -> None:
-            pass  # the wake-up fd carries the number into the loop
-
-        old_handlers = {s: signal.signal(s, on_signal) for s in caught}
-        old_fd = signal.set_wakeup_fd(wfd)
-        try:
-            self.sel.register(rfd, selectors.EVENT_READ, lambda: self._on_wakeup(rfd))
-            self.start()
-            if self.pidfile:
-                # Written once everything is up: the init scripts wait for it.
-                write_pidfile(self.pidfile)
-            while not self._stopping:
-                try:
-                    self.step()
-                except OSError as e:
-                    if e.errno not in RESOURCE_ERRNOS:
-                        raise
-                    self._out_of_resources(e)
-        finally:
-            self.stop()
-            signal.set_wakeup_fd(old_fd)
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(rfd)
-            os.close(rfd)
-            os.close(wfd)
+        with SignalWakeup(self.sel, SIGNALS, self.handle_signal):
+            try:
+                self.start()
+                if self.pidfile:
+                    # Written once everything is up: the init scripts wait for it.
+                    write_pidfile(self.pidfile)
+                while not self._stopping:
+                    try:
+                        self.step()
+                    except OSError as e:
+                        if e.errno not in RESOURCE_ERRNOS:
+                            raise
+                        self._out_of_resources(e)
+            finally:
+                self.stop()
         return 0
 
     def _out_of_resources(self, e: OSError) -> None:
@@ -511,11 +478,3 @@ class Daemon:
             self._resource_log_t = now
             log.error("%s: carrying on (a loop turn was cut short)", e)
         time.sleep(RESOURCE_BACKOFF)
-
-    def _on_wakeup(self, rfd: int) -> None:
-        try:
-            data = os.read(rfd, 64)
-        except BlockingIOError:
-            return
-        for signum in data:
-            self.handle_signal(signum)

@@ -7,10 +7,12 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from hrneo.status import (
+    READ_BUCKETS,
     BlindClientStatus,
     BlindReport,
     BlindStatus,
     DaemonStatus,
+    PacketStats,
     PipelineStats,
     PolicyCounters,
     PolicyStatus,
@@ -31,6 +33,11 @@ def daemon_status(d: Daemon, ps: PipelineStats | None) -> DaemonStatus:
     def count(key: str) -> int:
         return int(cast(dict[str, Any], ps).get(key, 0)) if ps else 0
 
+    read = {k: count(k) for k in READ_BUCKETS}
+    packets = cast(PacketStats, {
+        "captured": capture["packets"] + capture["dropped"], "dropped": capture["dropped"],
+        "read": capture["packets"], **read,
+    })  # fmt: skip
     by_name = ps["policies"] if ps else {}
     policies: list[PolicyStatus] = []
     nft = d.backend is not None and d.backend.name == "nftables"
@@ -52,15 +59,16 @@ def daemon_status(d: Daemon, ps: PipelineStats | None) -> DaemonStatus:
         "nfqueue_num": d.config.nfqueue_num,
         "backend": d.backend.name if d.backend else "ipset",
         "uptime": time.time() - d.started,
-        "events_per_s": round(d.rate, 1),
+        "events_per_s": round(d.event_rate.rate, 1),
         "events": count("events"),
         "answers": count("answers"),
         "queries_ignored": count("queries_ignored"),
         "rcode_skipped": count("rcode_skipped"),
         "unwatched": count("unwatched"),
         "untrusted": count("untrusted"),
-        "malformed": count("malformed") + capture["malformed"],
+        "malformed": count("malformed") + count("tcp_malformed") + capture["malformed"],
         "dropped": capture["dropped"],
+        "packets": packets,
         "commit_errors": count("commit_errors"),
         "flush_errors": ct["errors"] if ct else 0,
         "flushed": ct["flushed"] if ct else 0,

@@ -160,8 +160,7 @@ class CliIpsetBatch:
                 header["type"] = words[2]
                 # Options come as "key value" pairs after the type.
                 opts = words[3:]
-                for key, value in zip(opts[::2], opts[1::2]):
-                    header[key] = value
+                header.update(zip(opts[::2], opts[1::2]))
             elif len(words) >= 3 and words[0] == "add":
                 present.add(canonical(words[2]))
         return header, present

@@ -112,7 +112,9 @@ def desired_rules(cfg: Config) -> list[NftRule]:
             raise FirewallError(f"dns_chains: {chain!r} is no nftables hook")
         name = chain_name(group, hook[0])
         for proto in ("udp", "tcp"):
-            text = f"{only4}{proto} sport 53 {verify}{verdict}"
+            # The counter: what the rule handed to the daemon, beside `status`'s
+            # packets read + dropped (iptables counts every rule anyway).
+            text = f"{only4}{proto} sport 53 {verify}counter {verdict}"
             rules.append(NftRule(name, f"{COMMENT_PREFIX}dns-{proto}", text, essential=True))
     for pol in cfg.policies:
         if pol.route is None:

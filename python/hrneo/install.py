@@ -10,6 +10,7 @@ Paths that go into the files must be plain absolute paths (no spaces, quotes,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -103,7 +104,7 @@ def render(source: str, values: dict[str, str]) -> str:
     at = next(i for i, line in enumerate(lines) if line.startswith("@HEADER@"))
     body = lines[:at] + lines[at + 1 :]
     header = f"{HEADER_PREFIX} {__version__}; sha256 {_body_hash(body)} of the other lines.\n"
-    return "".join(lines[:at] + [header] + lines[at + 1 :])
+    return "".join([*lines[:at], header, *lines[at + 1 :]])
 
 
 def ours_unchanged(text: str) -> bool | None:
@@ -200,10 +201,8 @@ def write(p: Planned) -> None:
         os.chmod(tmp, p.mode)  # the umask may have taken bits off
         os.replace(tmp, p.path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

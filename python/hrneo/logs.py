@@ -55,7 +55,7 @@ def _syslog_handler(path: str) -> logging.Handler:
     class QuietSysLog(SysLogHandler):
         # Like C's syslog(): a message sent while syslogd restarts is lost, without a
         # traceback on stderr for each one (the handler reconnects by itself).
-        def handleError(self, record: logging.LogRecord) -> None:
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
             pass
 
     handler = QuietSysLog(address=path, facility=SysLogHandler.LOG_DAEMON)

@@ -124,7 +124,7 @@ class MetricsServer:
         if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
             self._reply(fd, c, 400, "Bad Request", "bad request\n")
         elif parts[0] != b"GET":
-            self._reply(fd, c, 405, "Method Not Allowed", "only GET\n", b"Allow: GET\r\n")
+            self._reply(fd, c, 405, "Method Not Allowed", "only GET\n", extra=b"Allow: GET\r\n")
         elif parts[1].split(b"?", 1)[0] != b"/metrics":
             self._reply(fd, c, 404, "Not Found", "only /metrics is served here\n")
         else:
@@ -138,7 +138,7 @@ class MetricsServer:
             self._reply(fd, c, 200, "OK", body, ctype=ctype)
 
     def _reply(
-        self, fd: int, c: _Conn, code: int, reason: str, body: str, extra: bytes = b"",
+        self, fd: int, c: _Conn, code: int, reason: str, body: str, *, extra: bytes = b"",
         ctype: str = "text/plain; charset=utf-8",
     ) -> None:  # fmt: skip
         payload = body.encode()

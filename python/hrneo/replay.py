@@ -185,6 +185,7 @@ def format_replay(res: ReplayResult, source: str) -> str:
         lines.extend(f"  {a.ljust(wa)}  {nm.ljust(wn)}  via {rule}" for a, nm, rule in rows)
     if c["v6_dropped"]:
         lines.append(
-            f"{c['v6_dropped']} IPv6 addresses of policies without ipset6 dropped (as the daemon does)"
+            f"{c['v6_dropped']} IPv6 addresses of policies without ipset6 dropped "
+            "(as the daemon does)"
         )
     return "\n".join(lines)

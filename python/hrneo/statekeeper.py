@@ -78,10 +78,7 @@ def config_sets(cfg: Config, backend: str) -> dict[str, SetInfo]:
     """The config's sets, by the name the core gives them for `backend`."""
     out: dict[str, SetInfo] = {}
     for p in cfg.policies:
-        if backend == "nftables":
-            names = (p.nft_set4, p.nft_set6)
-        else:
-            names = (p.ipset, p.ipset6)
+        names = (p.nft_set4, p.nft_set6) if backend == "nftables" else (p.ipset, p.ipset6)
         for version, name in zip((4, 6), names):
             if name is not None:
                 out[name] = SetInfo(version, p.timeout)

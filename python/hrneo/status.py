@@ -11,11 +11,48 @@ from typing import Any, TypedDict
 class CaptureStats(TypedDict):
     """The capture socket's counters."""
 
-    packets: int
-    dropped: int  # logged by the kernel but never delivered (socket buffer full)
+    packets: int  # packet messages read
+    dropped: int  # handed over by the rule but never read (socket full; hold mode: fail-open)
     enobufs: int
     datagrams: int
+    malformed: int  # datagrams or messages cut short (their packets are in dropped)
+
+
+class PacketStats(TypedDict):
+    """Every packet the capture rule handed to the daemon, counted once:
+    captured = read + dropped; read = udp_dns + tcp_segments + untrusted +
+    malformed + incomplete + non_dns (see ACCOUNTING)."""
+
+    captured: int
+    dropped: int
+    read: int
+    udp_dns: int  # UDP packets with a DNS message (each message then in events)
+    tcp_segments: int  # TCP segments with payload (their messages in events as they complete)
+    untrusted: int
     malformed: int
+    incomplete: int
+    non_dns: int
+
+
+# The packet buckets of PacketStats whose sum is `read`, in the order shown.
+READ_BUCKETS = ("udp_dns", "tcp_segments", "untrusted", "malformed", "incomplete", "non_dns")
+
+# `hrneo status --help` (and the README): what the packet counters add up to.
+ACCOUNTING = """\
+Every packet the capture rule (NFLOG, or NFQUEUE in hold mode) hands to the
+daemon is counted once, in `packets`:
+
+  captured = read + dropped
+  read     = udp_dns + tcp_segments + untrusted + malformed + incomplete + non_dns
+
+dropped: the kernel could not queue it on the daemon's socket (full); in hold
+mode it passed unread (fail-open). It is the kernel's own count, right at once.
+Each DNS message (one per UDP packet, any number per TCP segment) is then one
+of events = answers + queries_ignored. While the daemon is bound, the capture
+rule's own counter (iptables -v -x -L, nft's `counter`) equals `captured`.
+Packets the kernel drops before the rule (the network card's ring, the backlog
+of net.core.netdev_max_backlog) never reach it: they show in
+/proc/net/softnet_stat and `ip -s link`, not here."""
 
 
 class TcpStats(TypedDict):
@@ -89,6 +126,26 @@ class PolicyCounters(TypedDict):
     not_added: int  # addresses a failed commit did not put in
 
 
+class FlusherStats(TypedDict):
+    """``ConntrackFlusher.stats()``, and the conntrack thread's flusher in status."""
+
+    calls: int
+    dumped: int  # entries read from dumps
+    matched: int
+    deleted: int
+    already_gone: int  # deletes answered ENOENT: the entry went after the dump
+    errors: int
+    unparsed: int
+    tracking: int  # 1 while the event socket is subscribed
+    index_entries: int
+    events: int
+    resyncs: int  # dumps that (re)built the index, the initial one included
+    lost: int  # ENOBUFS on the event socket: the index was invalidated
+    index_lookups: int  # flushes answered from the index (no dump)
+    index_full: int
+    dns_filtered: int  # 1 while the events of DNS flows are dropped in the kernel
+
+
 class ConntrackStats(TypedDict):
     """The conntrack thread's counters."""
 
@@ -98,7 +155,7 @@ class ConntrackStats(TypedDict):
     race_misses: int  # new addresses that already had connections to flush
     pending: int
     tracking: bool
-    flusher: dict[str, int]
+    flusher: FlusherStats
 
 
 class PipelineStats(TypedDict):
@@ -110,9 +167,12 @@ class PipelineStats(TypedDict):
     rcode_skipped: int
     unwatched: int
     untrusted: int  # answers from a source that is not a trusted resolver
-    malformed: int
+    malformed: int  # packets (UDP DNS that does not decode, broken headers)
     incomplete: int
     non_dns: int
+    udp_dns: int
+    tcp_segments: int
+    tcp_malformed: int  # DNS messages put together from TCP that do not decode
     commit_errors: int
     sets_recreated: int
     read_errors: int
@@ -170,6 +230,7 @@ class DaemonStatus(TypedDict):
     untrusted: int
     malformed: int
     dropped: int
+    packets: PacketStats
     commit_errors: int
     flush_errors: int
     flushed: int
@@ -195,6 +256,17 @@ def _ago(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
+def _packets_line(st: dict[str, Any]) -> list[str]:
+    """`captured = buckets + dropped` in words (none from a daemon without it)."""
+    pk = st.get("packets")
+    if not isinstance(pk, dict):
+        return []
+    names = {"udp_dns": "dns", "tcp_segments": "tcp", "non_dns": "not dns"}
+    parts = " + ".join(f"{names.get(k, k)} {pk.get(k, 0)}" for k in READ_BUCKETS)
+    captured, dropped = pk.get("captured", 0), pk.get("dropped", 0)
+    return [f"packets captured {captured} = {parts} + dropped by the kernel {dropped}"]
+
+
 def format_status(st: dict[str, Any]) -> str:
     """The human table of `hrneo status` (tolerant of missing keys: older daemons)."""
     if st.get("capture_mode") == "nfqueue":
@@ -211,6 +283,7 @@ def format_status(st: dict[str, Any]) -> str:
             f"{st.get('answers', 0)}  queries ignored {st.get('queries_ignored', 0)}  "
             f"dropped {st.get('dropped', 0)}  malformed {st.get('malformed', 0)}"
         ),
+        *_packets_line(st),
         (
             f"conntrack flushed {st.get('flushed', 0)}  commit errors {st.get('commit_errors', 0)}"
             f"  flush errors {st.get('flush_errors', 0)}  race misses {st.get('race_misses', 0)}"
@@ -232,12 +305,12 @@ def format_status(st: dict[str, Any]) -> str:
     blind = st.get("dns_blind")
     if isinstance(blind, dict):
         flagged = [c for c in blind.get("clients") or [] if isinstance(c, dict) and c.get("likely")]
-        for c in flagged:
-            lines.append(
-                f"DNS-blind client {c.get('client')}: {c.get('blind')} of {c.get('connections')} "
-                f"new connections to addresses no DNS answer contained (last "
-                f"{c.get('last_blind')}): likely DNS over HTTPS/TLS or hard-coded addresses"
-            )
+        lines.extend(
+            f"DNS-blind client {c.get('client')}: {c.get('blind')} of {c.get('connections')} "
+            f"new connections to addresses no DNS answer contained (last "
+            f"{c.get('last_blind')}): likely DNS over HTTPS/TLS or hard-coded addresses"
+            for c in flagged
+        )
     rl = st.get("last_reload")
     if rl:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(rl.get("time", 0))))
@@ -263,12 +336,12 @@ def format_status(st: dict[str, Any]) -> str:
         ))  # fmt: skip
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines.append("")
-    for r in rows:
-        lines.append(
-            "  ".join(
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
-            ).rstrip()
-        )
+    lines.extend(
+        "  ".join(
+            c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+        ).rstrip()
+        for r in rows
+    )
     return "\n".join(lines)
 
 
@@ -278,7 +351,8 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # (status key, metric name, type, help): the daemon-wide numbers.
 _GLOBAL_METRICS = (
-    ("events", "hrneo_dns_messages_total", "counter", "DNS messages decoded (answers and queries)."),
+    ("events", "hrneo_dns_messages_total", "counter",
+     "DNS messages decoded (answers and queries)."),
     ("answers", "hrneo_answers_total", "counter", "DNS answers seen."),
     ("queries_ignored", "hrneo_queries_ignored_total", "counter", "DNS queries ignored."),
     ("rcode_skipped", "hrneo_rcode_skipped_total", "counter", "Answers skipped: rcode not 0."),
@@ -370,6 +444,17 @@ def format_prometheus(st: dict[str, Any]) -> str:
     for key, name, kind, text in _GLOBAL_METRICS:
         family(name, kind, text)
         out.append(f"{name} {_number(_lookup(st, key))}")
+    family(
+        "hrneo_packets_total", "counter",
+        "Packets the capture rule handed to the daemon, each counted once by what became of "
+        "it; the sum over `outcome` is what the rule matched while the daemon was bound.",
+    )  # fmt: skip
+    packets = st.get("packets")
+    pk: dict[str, Any] = packets if isinstance(packets, dict) else {}
+    out.extend(
+        f'hrneo_packets_total{{outcome="{key}"}} {_number(pk.get(key, 0))}'
+        for key in (*READ_BUCKETS, "dropped")
+    )
     family("hrneo_info", "gauge", "The running daemon: 1, with its pid and config in labels.")
     out.append(
         f'hrneo_info{{pid="{_escape_label(st.get("pid", ""))}",'
@@ -383,12 +468,16 @@ def format_prometheus(st: dict[str, Any]) -> str:
     out.append(f"hrneo_firewall_missing {len(fw.get('missing') or [])}")
     policies = [p for p in st.get("policies") or [] if isinstance(p, dict)]
     family("hrneo_policy_domains", "gauge", "Domains on the policy's watchlist.")
-    for p in policies:
-        out.append(f"hrneo_policy_domains{{{_policy_labels(p)}}} {_number(p.get('domains', 0))}")
+    out.extend(
+        f"hrneo_policy_domains{{{_policy_labels(p)}}} {_number(p.get('domains', 0))}"
+        for p in policies
+    )
     for key, suffix, text in _POLICY_METRICS:
         family(f"hrneo_policy_{suffix}", "counter", text)
-        for p in policies:
-            out.append(f"hrneo_policy_{suffix}{{{_policy_labels(p)}}} {_number(p.get(key, 0))}")
+        out.extend(
+            f"hrneo_policy_{suffix}{{{_policy_labels(p)}}} {_number(p.get(key, 0))}"
+            for p in policies
+        )
     return "\n".join(out) + "\n"
 
 

@@ -5,6 +5,7 @@
 mod events;
 mod hold;
 mod keeper;
+mod kernel;
 mod nflog;
 mod nfqueue;
 mod queue_msg;
@@ -29,19 +30,36 @@ pub struct Captured<'a> {
     pub held: Option<u32>,
 }
 
-/// Counters of a packet source.
+/// Counters of a packet source. Every packet the capture rule hands over is
+/// either read (`packets`, each handed to the reader, payload or not) or
+/// `dropped`: the kernel's count, exact at any moment, not only once a later
+/// packet shows a gap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CaptureStats {
     /// Packet messages received.
     pub packets: u64,
-    /// Packets the kernel logged but could not deliver (sequence gaps).
+    /// Packets the kernel handed over but could not queue on the socket (NFLOG:
+    /// the socket was full; NFQUEUE: passed unread by fail-open, or dropped).
     pub dropped: u64,
     /// recv() failures with ENOBUFS (socket buffer overruns).
     pub enobufs: u64,
     /// Datagrams received.
     pub datagrams: u64,
-    /// Netlink messages that were cut short or carried no packet.
+    /// Datagrams or netlink messages cut short (their packets are in `dropped`).
     pub malformed: u64,
+}
+
+impl CaptureStats {
+    /// Both sources' counts together (a source swapped out, and the new one).
+    pub fn plus(self, o: CaptureStats) -> CaptureStats {
+        CaptureStats {
+            packets: self.packets + o.packets,
+            dropped: self.dropped + o.dropped,
+            enobufs: self.enobufs + o.enobufs,
+            datagrams: self.datagrams + o.datagrams,
+            malformed: self.malformed + o.malformed,
+        }
+    }
 }
 
 /// A non-blocking socket the kernel queues packets on.

@@ -3,12 +3,16 @@
 //! The instance is configured with NFULNL_CFG_F_SEQ, so every packet carries
 //! its per-instance sequence number; a gap between two packets is exactly the
 //! number the kernel could not deliver (socket buffer full), which makes
-//! `dropped` precise instead of "at least one per ENOBUFS".
+//! `dropped` precise instead of "at least one per ENOBUFS". A gap shows only
+//! when a later packet arrives, so `dropped` is also at least the kernel's own
+//! count of messages the socket refused (one packet each, with `qthresh` 1):
+//! exact at any moment, the last drops of a flood included.
 
 use std::io;
 use std::os::unix::io::RawFd;
 use std::time::Duration;
 
+use super::kernel::SocketDrops;
 use super::{CaptureStats, Captured, PacketSource};
 use crate::error::{Error, Result};
 use crate::nl::consts::{nfnl_msg_type, AF_INET, AF_INET6, AF_UNSPEC, NFNL_SUBSYS_ULOG};
@@ -120,6 +124,8 @@ pub struct NflogReader {
     next_seq: Option<u32>,
     /// Packets carry NFULA_SEQ (the FLAGS config was accepted).
     seq_available: bool,
+    /// The kernel's count of messages the socket refused.
+    socket_drops: SocketDrops,
 }
 
 impl NflogReader {
@@ -167,6 +173,7 @@ impl NflogReader {
         let seq_available = code(8) == 0;
         sock.set_nonblocking(true)
             .map_err(|e| Error::io(format!("nflog group {group}: non-blocking"), e))?;
+        let socket_drops = SocketDrops::open(sock.fd());
         Ok(NflogReader {
             sock,
             cfg,
@@ -175,6 +182,7 @@ impl NflogReader {
             // A fresh instance numbers its packets from 0.
             next_seq: seq_available.then_some(0),
             seq_available,
+            socket_drops,
         })
     }
 
@@ -213,9 +221,12 @@ impl PacketSource for NflogReader {
             match self.sock.recv_many(&mut self.slots, &mut lens) {
                 Ok(cut) => {
                     // A datagram bigger than a slot cannot happen (one packet of at
-                    // most copy_range bytes each); if it did, its packets are lost.
+                    // most copy_range bytes each); if it did, its packets are lost:
+                    // the next sequence number counts them, or (without) count one.
                     self.stats.malformed += cut as u64;
-                    self.stats.dropped += cut as u64;
+                    if !self.seq_available {
+                        self.stats.dropped += cut as u64;
+                    }
                     for (slot, &n) in self.slots.iter().zip(&lens) {
                         let data = slot.get(..n).unwrap_or(&[]);
                         decode_datagram(data, &mut self.stats, &mut self.next_seq, on_packet);
@@ -245,7 +256,14 @@ impl PacketSource for NflogReader {
     }
 
     fn stats(&self) -> CaptureStats {
-        self.stats
+        let mut s = self.stats;
+        // Gaps count what a later packet revealed; the socket's own count also
+        // what no packet followed yet. With one packet per datagram (qthresh 1)
+        // the larger is exact; with more, the gaps are, once revealed.
+        if let Some(d) = self.socket_drops.total(self.sock.fd()) {
+            s.dropped = s.dropped.max(d);
+        }
+        s
     }
 }
 
@@ -297,10 +315,9 @@ pub fn decode_datagram(
             }
             *next_seq = Some(s.wrapping_add(1));
         }
-        match payload {
-            Some(p) => on_packet(Captured { payload: p, held: None }),
-            None => stats.malformed += 1,
-        }
+        // A packet message without a payload is handed on empty: the reader
+        // counts it (as malformed), so every packet read is counted once there.
+        on_packet(Captured { payload: payload.unwrap_or(&[]), held: None });
     }
     if msgs.truncated() {
         stats.malformed += 1;
@@ -412,11 +429,12 @@ mod tests {
         let mut next = Some(0);
         let mut got: Vec<Vec<u8>> = Vec::new();
         decode_datagram(&dgram, &mut stats, &mut next, &mut |c| got.push(c.payload.to_vec()));
-        assert_eq!(got.len(), 4);
+        assert_eq!(got.len(), 5, "every packet message is handed on");
         assert_eq!(got[0], udp4_answer(&dns));
         assert_eq!(got[1], [0x45, 0, 0]);
+        assert!(got[4].is_empty(), "the message without a payload, handed on empty");
         assert_eq!(stats.packets, 5);
-        assert_eq!(stats.malformed, 1, "the message without a payload");
+        assert_eq!(stats.malformed, 0, "malformed packets are the reader's to count");
         assert_eq!(stats.dropped, 3);
         assert_eq!(next, Some(7));
         // A truncated trailing message is counted, not a panic.

@@ -9,6 +9,13 @@
 //! read counts it); the watchdog accepts whatever waits longer than `hold_max`;
 //! and closing the reader accepts everything queued before it unbinds (the
 //! kernel drops what is still queued when a queue is unbound).
+//!
+//! Packets passed unread are counted from the kernel's own numbers
+//! (/proc/net/netfilter/nfnetlink_queue: the ids it gave out, less those read),
+//! so the last ones of a flood count at once, not when a later id shows the gap.
+//! One kind of fail-open no counter shows: a queue at `maxlen` passes packets
+//! without giving them ids; `maxlen` is set above what the socket buffer holds,
+//! so the socket fills (and counts) first.
 
 use std::borrow::Cow;
 use std::io;
@@ -18,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use super::hold::{id_before, HoldBook, HoldStats};
 use super::keeper::Keeper;
+use super::kernel::{portid, QueueCounters};
 use super::queue_msg::{bind_messages, push_verdict, release_and_unbind, verdict_batch};
 use super::queue_msg::{decode_queue_datagram, BindSpec, NFQNL_MSG_VERDICT};
 use super::watchdog::Watchdog;
@@ -79,6 +87,8 @@ pub struct NfqueueReader {
     out: Datagram,
     /// Lines worth logging from the bind (a flag this kernel lacks).
     notes: Vec<String>,
+    /// The kernel's counters of the queue.
+    kernel: QueueCounters,
 }
 
 impl NfqueueReader {
@@ -142,6 +152,7 @@ impl NfqueueReader {
                 None
             }
         };
+        let kernel = QueueCounters::open(q, portid(sock.fd()).unwrap_or(0));
         let sock = Arc::new(sock);
         let watchdog = Watchdog::start(sock.clone(), q, cfg.hold_max)
             .map_err(|e| Error::io(format!("nfqueue {q}: deadline thread"), e))?;
@@ -152,11 +163,13 @@ impl NfqueueReader {
             lens: Vec::with_capacity(RECV_SLOTS),
             stats: CaptureStats::default(),
             book: HoldBook::default(),
-            next_id: None,
+            // A fresh instance gives out ids from 1.
+            next_id: Some(1),
             watchdog,
             _keeper: keeper,
             out: Datagram::with_capacity(4096),
             notes,
+            kernel,
         })
     }
 
@@ -207,6 +220,19 @@ impl NfqueueReader {
         }
     }
 
+    /// Packets the kernel passed unread (fail-open), and those it dropped
+    /// (a full queue, on a kernel without fail-open): ids given out and never
+    /// read count at once, before a later id shows the gap.
+    fn unread(&self) -> (u64, u64) {
+        match self.kernel.read() {
+            Some((ids, queue_dropped)) => (
+                self.book.stats.fail_opens.max(ids.saturating_sub(self.stats.packets)),
+                queue_dropped,
+            ),
+            None => (self.book.stats.fail_opens, 0),
+        }
+    }
+
     fn after_verdict(&mut self) {
         if let Some(id) = self.watchdog.take_fired() {
             self.book.forget_through(id);
@@ -254,7 +280,8 @@ impl PacketSource for NfqueueReader {
     }
 
     fn stats(&self) -> CaptureStats {
-        self.stats
+        let (passed, dropped) = self.unread();
+        CaptureStats { dropped: passed + dropped, ..self.stats }
     }
 
     fn accept(&mut self, ids: &[u32]) -> Result<()> {
@@ -294,6 +321,7 @@ impl PacketSource for NfqueueReader {
     fn hold_stats(&self) -> Option<HoldStats> {
         let mut s = self.book.snapshot();
         s.timeouts = self.watchdog.timeouts();
+        s.fail_opens = self.unread().0;
         Some(s)
     }
 

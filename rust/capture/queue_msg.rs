@@ -130,7 +130,7 @@ pub(crate) fn release_and_unbind(queue: u16) -> Datagram {
 pub struct QueueDatagram<'a> {
     /// (packet id, IP packet) in order.
     pub packets: Vec<(u32, &'a [u8])>,
-    /// Packet messages without an id or a payload.
+    /// Packet messages without an id, and messages cut short.
     pub malformed: u64,
     /// Error codes the kernel sent (negative errno), e.g. for a late verdict.
     pub errors: Vec<i32>,
@@ -165,9 +165,11 @@ pub fn decode_queue_datagram(data: &[u8]) -> QueueDatagram<'_> {
                 _ => {}
             }
         }
-        match (id, payload) {
-            (Some(id), Some(p)) => out.packets.push((id, p)),
-            _ => out.malformed += 1,
+        // Without a payload the packet is still held: handed on empty, it is
+        // accepted (and counted as malformed) like any packet with no DNS in it.
+        match id {
+            Some(id) => out.packets.push((id, payload.unwrap_or(&[]))),
+            None => out.malformed += 1,
         }
     }
     if msgs.truncated() {
@@ -263,9 +265,10 @@ mod tests {
             (0..len).all(|i| (first.wrapping_add(i).wrapping_sub(max) as i32) <= 0)
         };
         let mut rng = crate::testutil::Rng(5);
-        for _ in 0..10_000 {
+        // Sized to stay fast in a debug build under qemu-mips as well.
+        for _ in 0..1_000 {
             let first = rng.next() as u32;
-            let len = 1 + rng.below(100_000) as u32;
+            let len = 1 + rng.below(10_000) as u32;
             assert!(maxes.iter().any(|&m| takes_all(first, len, m)), "{first} +{len}");
         }
         for first in [0, 1, 0x3FFF_FFFF, 0x4000_0000, 0x7FFF_FFFF, 0x8000_0000, u32::MAX - 5] {
@@ -298,13 +301,14 @@ mod tests {
         dgram.extend(nlmsg(NLMSG_ERROR, 0, 0, &[0; 20])); // an ack: not an error
         dgram.extend(packet(Some(u32::MAX), Some(b"")));
         let d = decode_queue_datagram(&dgram);
-        assert_eq!(d.packets, vec![(5, &b"abc"[..]), (u32::MAX, &b""[..])]);
-        assert_eq!(d.malformed, 2);
+        // Id 6 has no payload: still held, so handed on (empty) to be accepted.
+        assert_eq!(d.packets, vec![(5, &b"abc"[..]), (6, &b""[..]), (u32::MAX, &b""[..])]);
+        assert_eq!(d.malformed, 1, "the packet without an id");
         assert_eq!(d.errors, vec![-libc::ENOENT]);
         // Cut anywhere: never a panic, the damage counted.
         for end in 0..dgram.len() {
             let d = decode_queue_datagram(&dgram[..end]);
-            assert!(d.packets.len() <= 2);
+            assert!(d.packets.len() <= 3);
         }
     }
 }

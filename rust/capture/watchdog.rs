@@ -8,11 +8,17 @@
 //! The reader's hot path only stores a few atomics: no lock, no wake-up. When
 //! no packet came for eight ticks the thread sleeps in poll(2) on the queue's
 //! socket (and its stop pipe) instead of ticking.
+//!
+//! Every atomic is 32 bits wide: 32-bit MIPS has no 64-bit atomics. Times are
+//! microseconds since the watchdog started, compared with wrapping arithmetic
+//! (a u32 of microseconds wraps after 71 minutes; no packet is held that long).
 
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,19 +34,20 @@ const SLEEP: Duration = Duration::from_secs(1);
 struct Shared {
     sock: Arc<NetfilterSocket>,
     queue: u16,
-    /// `hold_max` in nanoseconds (a reload may change it).
-    hold_max_ns: AtomicU64,
+    /// `hold_max` in microseconds (a reload may change it; at most 60 s).
+    hold_max_us: AtomicU32,
     origin: Instant,
-    /// When the oldest outstanding packet was read: ns since `origin`, plus one; 0: none.
-    oldest: AtomicU64,
+    /// When the oldest outstanding packet was read: µs since `origin` (never 0); 0: none.
+    oldest: AtomicU32,
     /// The highest packet id read so far.
     through: AtomicU32,
-    /// Drains so far: the reader's heartbeat.
-    progress: AtomicU64,
-    /// Set by the thread when it released everything up to this id (plus one); 0: not.
-    fired: AtomicU64,
-    /// Packets the deadline released.
-    timeouts: AtomicU64,
+    /// Drains so far (wrapping): the reader's heartbeat.
+    progress: AtomicU32,
+    /// Set by the thread when it released everything up to `fired_through`.
+    fired: AtomicBool,
+    fired_through: AtomicU32,
+    /// Packets the deadline released (the thread adds, stats read: no hot path).
+    timeouts: Mutex<u64>,
     stop: AtomicBool,
 }
 
@@ -61,13 +68,14 @@ impl Watchdog {
         let shared = Arc::new(Shared {
             sock,
             queue,
-            hold_max_ns: AtomicU64::new(nanos(hold_max)),
+            hold_max_us: AtomicU32::new(micros(hold_max)),
             origin: Instant::now(),
-            oldest: AtomicU64::new(0),
+            oldest: AtomicU32::new(0),
             through: AtomicU32::new(0),
-            progress: AtomicU64::new(0),
-            fired: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
+            progress: AtomicU32::new(0),
+            fired: AtomicBool::new(false),
+            fired_through: AtomicU32::new(0),
+            timeouts: Mutex::new(0),
             stop: AtomicBool::new(false),
         });
         let (stop_tx, stop_rx) = UnixDatagram::pair()?;
@@ -90,35 +98,35 @@ impl Watchdog {
 
     /// After verdicts: when the oldest outstanding packet was read (None: none left).
     pub(crate) fn set_oldest(&self, oldest: Option<Instant>) {
-        let ns = oldest.map_or(0, |t| {
-            u64::try_from(t.saturating_duration_since(self.shared.origin).as_nanos())
-                .unwrap_or(u64::MAX - 1)
-                + 1
-        });
-        self.shared.oldest.store(ns, Relaxed);
+        let us = oldest.map_or(0, |t| since(self.shared.origin, t).max(1));
+        self.shared.oldest.store(us, Relaxed);
     }
 
     /// If the deadline released packets since the last call: up to which id.
     pub(crate) fn take_fired(&self) -> Option<u32> {
-        match self.shared.fired.swap(0, Relaxed) {
-            0 => None,
-            v => Some((v - 1) as u32),
-        }
+        // Acquire pairs with the thread's Release: the id stored before the flag is seen.
+        self.shared.fired.swap(false, Acquire).then(|| self.shared.fired_through.load(Relaxed))
     }
 
     /// Packets the deadline released so far.
     pub(crate) fn timeouts(&self) -> u64 {
-        self.shared.timeouts.load(Relaxed)
+        self.shared.timeouts.lock().map_or(0, |t| *t)
     }
 
     /// A new deadline, from the next tick on.
     pub(crate) fn set_hold_max(&self, hold_max: Duration) {
-        self.shared.hold_max_ns.store(nanos(hold_max), Relaxed);
+        self.shared.hold_max_us.store(micros(hold_max), Relaxed);
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
+/// `t` in µs since `origin`, wrapping.
+fn since(origin: Instant, t: Instant) -> u32 {
+    // Truncation is the wrap: ages are taken with wrapping_sub.
+    t.saturating_duration_since(origin).as_micros() as u32
 }
 
 impl Drop for Watchdog {
@@ -138,7 +146,7 @@ fn watch(s: &Shared, stop_rx: &UnixDatagram) {
     let mut progress_at = Instant::now();
     let mut idle_ticks = 0;
     while !s.stop.load(Relaxed) {
-        let hold_max = Duration::from_nanos(s.hold_max_ns.load(Relaxed));
+        let hold_max = Duration::from_micros(u64::from(s.hold_max_us.load(Relaxed)));
         let tick = (hold_max / 4).clamp(Duration::from_millis(1), Duration::from_millis(250));
         let both = [stop_fd, sock_fd];
         let (fds, wait) = if idle_ticks >= IDLE_TICKS_BEFORE_SLEEP {
@@ -159,9 +167,8 @@ fn watch(s: &Shared, stop_rx: &UnixDatagram) {
             (last_progress, progress_at) = (progress, now);
         }
         let oldest = s.oldest.load(Relaxed);
-        let overdue = oldest != 0
-            && now.saturating_duration_since(s.origin)
-                >= Duration::from_nanos(oldest - 1) + hold_max;
+        let age = Duration::from_micros(u64::from(since(s.origin, now).wrapping_sub(oldest)));
+        let overdue = oldest != 0 && age >= hold_max;
         let queued = poll_readable(&[sock_fd], Some(Duration::ZERO)).unwrap_or(0) != 0;
         let stalled = queued && now.saturating_duration_since(progress_at) >= hold_max;
         if overdue || stalled {
@@ -180,8 +187,11 @@ fn release_everything(s: &Shared) {
     let queued = queue_total(s.queue).unwrap_or(1).max(1);
     let d = super::queue_msg::release_all(s.queue);
     if s.sock.send(d.as_bytes()).is_ok() {
-        s.timeouts.fetch_add(queued, Relaxed);
-        s.fired.store(u64::from(through) + 1, Relaxed);
+        if let Ok(mut t) = s.timeouts.lock() {
+            *t += queued;
+        }
+        s.fired_through.store(through, Relaxed);
+        s.fired.store(true, Release);
     }
 }
 

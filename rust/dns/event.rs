@@ -4,14 +4,12 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::time::Instant;
 
 use hickory_proto::rr::{RData, RecordType};
 
 use super::decode::{decode, Chain, Decoded};
 use super::name::name_text;
 use super::packet::{self, Skip, Transport};
-use super::tcp::TcpStreams;
 
 /// One answer record reachable from the question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +98,8 @@ pub fn parse_packet_into(data: &[u8], out: &mut Vec<DnsEvent>) -> Result<usize, 
     Ok(n)
 }
 
-fn event(seg: &packet::Segment<'_>, msg: DnsMessage) -> DnsEvent {
+/// The event of message `msg`, with the addressing of the packet it came in.
+pub(super) fn event(seg: &packet::Segment<'_>, msg: DnsMessage) -> DnsEvent {
     DnsEvent {
         src: seg.src,
         dst: seg.dst,
@@ -159,83 +158,6 @@ fn digest(d: &Decoded) -> DnsMessage {
     }
 }
 
-/// Counters of what packets turned into.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ParseStats {
-    /// DNS messages decoded (a TCP segment may carry several).
-    pub dns: u64,
-    /// Of those, answers.
-    pub responses: u64,
-    /// Of those, queries.
-    pub queries: u64,
-    /// Broken headers or messages that do not decode.
-    pub malformed: u64,
-    /// Cut short: a first fragment, a truncated copy, a partial TCP message.
-    pub incomplete: u64,
-    /// Not DNS: other ports or protocols, later fragments, bare TCP segments.
-    pub non_dns: u64,
-}
-
-impl ParseStats {
-    /// Parse one IP packet into `out`, counting what it was.
-    pub fn parse_into(&mut self, packet: &[u8], out: &mut Vec<DnsEvent>) {
-        let before = out.len();
-        match parse_packet_into(packet, out) {
-            Ok(n) => {
-                self.dns += n as u64;
-                for e in &out[before..] {
-                    if e.msg.is_response {
-                        self.responses += 1;
-                    } else {
-                        self.queries += 1;
-                    }
-                }
-            }
-            Err(skip) => self.count_skip(skip),
-        }
-    }
-
-    /// `parse_into`, with DNS over TCP read through `streams`: a message split
-    /// over several segments is parsed once its last segment arrived.
-    pub fn parse_stream(
-        &mut self,
-        packet: &[u8],
-        streams: &mut TcpStreams,
-        now: Instant,
-        out: &mut Vec<DnsEvent>,
-    ) {
-        let seg = match packet::parse_ip(packet) {
-            Ok(s) if s.transport == Transport::Tcp => s,
-            Ok(_) => return self.parse_into(packet, out),
-            Err(skip) => return self.count_skip(skip),
-        };
-        if seg.payload.is_empty() {
-            self.count_skip(Skip::NonDns); // a bare FIN or RST
-        }
-        streams.feed(&seg, now, &mut |raw| match parse_message(raw) {
-            Ok(m) => {
-                self.dns += 1;
-                if m.is_response {
-                    self.responses += 1;
-                } else {
-                    self.queries += 1;
-                }
-                out.push(event(&seg, m));
-            }
-            Err(skip) => self.count_skip(skip),
-        });
-    }
-
-    /// Count a packet that yielded no message.
-    pub fn count_skip(&mut self, skip: Skip) {
-        match skip {
-            Skip::Malformed(_) => self.malformed += 1,
-            Skip::Incomplete => self.incomplete += 1,
-            Skip::NonDns => self.non_dns += 1,
-        }
-    }
-}
-
 /// Record type as text: the mnemonic, or "TYPEnnn" (RFC 3597) for unknown ones.
 fn type_text(t: RecordType) -> Cow<'static, str> {
     match t {
@@ -247,7 +169,7 @@ fn type_text(t: RecordType) -> Cow<'static, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{self, Msg, Rng, CLASS_CH, TYPE_A, TYPE_HTTPS, TYPE_SVCB};
+    use crate::testutil::{self, Msg, CLASS_CH, TYPE_A, TYPE_HTTPS, TYPE_SVCB};
 
     #[test]
     fn cname_chain_filters_unrelated_records() {
@@ -422,101 +344,5 @@ mod tests {
         m.extend_from_slice(&[3, b'A', b'.', 0x07, 2, b'Z', b'\\', 0, 0, 1, 0, 1]);
         let d = parse_message(&m).unwrap();
         assert_eq!(d.qname, "a\\.\\007.z\\\\");
-    }
-
-    /// The packets captured from the kernel by tests/fixtures/capture.py.
-    pub(crate) fn fixtures() -> Vec<(String, String, String, Vec<u8>, String)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packets");
-        let list = std::fs::read_to_string(dir.join("expected.txt")).unwrap();
-        list.lines()
-            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-            .map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let data = std::fs::read(dir.join(format!("{}.bin", f[0]))).unwrap();
-                (f[0].to_string(), f[1].to_string(), f[2].to_string(), data, f[3].to_string())
-            })
-            .collect()
-    }
-
-    #[test]
-    fn captured_fixtures() {
-        let all = fixtures();
-        assert!(all.len() >= 8);
-        for (name, kind, qname, data, addrs) in all {
-            let r = parse_packet(&data);
-            match kind.as_str() {
-                "dns" => {
-                    let e = r.unwrap_or_else(|s| panic!("{name}: {s:?}"));
-                    assert_eq!(e.msg.qname, qname, "{name}");
-                    let got: Vec<String> = e.msg.addresses.iter().map(|a| a.to_string()).collect();
-                    let want: Vec<String> =
-                        addrs.split(',').filter(|a| *a != "-").map(String::from).collect();
-                    assert_eq!(got, want, "{name}");
-                }
-                "malformed" => assert!(matches!(r, Err(Skip::Malformed(_))), "{name}: {r:?}"),
-                "incomplete" => assert_eq!(r.err(), Some(Skip::Incomplete), "{name}"),
-                "non_dns" => assert_eq!(r.err(), Some(Skip::NonDns), "{name}"),
-                other => panic!("{name}: unknown kind {other}"),
-            }
-        }
-    }
-
-    #[test]
-    fn tcp_fixture_yields_every_message() {
-        let (_, _, _, data, _) =
-            fixtures().into_iter().find(|f| f.0 == "tcp4_two_messages").unwrap();
-        let mut out = Vec::new();
-        assert_eq!(parse_packet_into(&data, &mut out), Ok(2));
-        assert_eq!(out[1].msg.qname, "second.example");
-    }
-
-    /// Mutate captured packets (bit flips, byte stores, truncation, splices,
-    /// length-field clobbering) and feed random bytes: nothing may panic.
-    /// Also asserts some mutants still parse, so the loop is not testing only
-    /// the first bounds check.
-    #[test]
-    fn fuzz_mutations_never_panic() {
-        let seeds: Vec<Vec<u8>> = fixtures().into_iter().map(|f| f.3).collect();
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let mut parsed = 0;
-        let mut out = Vec::new();
-        for i in 0..60_000 {
-            let mut p = seeds[i % seeds.len()].clone();
-            for _ in 0..1 + rng.below(4) {
-                let len = p.len();
-                match rng.below(6) {
-                    0 if len > 0 => p[rng.below(len)] ^= 1 << rng.below(8),
-                    1 if len > 0 => p[rng.below(len)] = rng.next() as u8,
-                    2 => p.truncate(rng.below(len + 1)),
-                    3 if len > 0 => {
-                        let at = rng.below(len);
-                        let n = rng.below(16);
-                        let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-                        p.splice(at..at, bytes);
-                    }
-                    // DNS length fields and counts sit at small offsets after
-                    // the headers: make them huge or zero.
-                    4 if len > 2 => {
-                        let at = rng.below(len - 1);
-                        let v = [0x00, 0xff, 0xc0][rng.below(3)];
-                        p[at] = v;
-                        p[at + 1] = v;
-                    }
-                    _ => {
-                        let n = rng.below(96);
-                        p = (0..n).map(|_| rng.next() as u8).collect();
-                        if n > 0 {
-                            p[0] = [0x45, 0x46, 0x60, 0x4f][rng.below(4)];
-                        }
-                    }
-                }
-            }
-            if parse_packet(&p).is_ok() {
-                parsed += 1;
-            }
-            out.clear();
-            let _ = parse_packet_into(&p, &mut out);
-        }
-        assert!(parsed > 1000, "only {parsed} mutants parsed");
     }
 }

@@ -7,6 +7,7 @@
 //! policies to the conntrack thread. There is no queue of our own: under
 //! overload the kernel's socket buffer overflows and the source counts the drops.
 
+mod commit;
 mod flush;
 mod guard;
 mod nftwriter;
@@ -24,11 +25,12 @@ pub use plan::{IpsetWriter, Learned, Lister, Plan, PolicySpec, Prepared, SetWrit
 pub use provenance::{WhyRecord, MAX_RECORDS};
 pub use stats::{Counters, PolicyCounters};
 
+use notes::Throttle;
 use provenance::Provenance;
 use read::{handle_packet, Ctx, Pending, Scratch};
 use stats::PolicyBook;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io;
 use std::os::unix::io::RawFd;
 use std::sync::{Arc, Mutex};
@@ -38,12 +40,8 @@ use crate::blind::{Blind, ClientCount};
 use crate::capture::{CaptureStats, Captured, HoldStats, PacketSource};
 use crate::dns::{TcpStats, TcpStreams};
 use crate::error::{Error, Result};
-use crate::ipset::consts::IPSET_ERR_HASH_FULL;
 use crate::ipset::Entry;
 use crate::sys::poll_readable;
-
-/// A set's commit errors are logged at most this often (each is counted).
-const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Datagrams read per wake-up at most, so the caller's descriptor is looked
 /// at between bursts; what is left is read on the next turn at once.
@@ -76,16 +74,18 @@ pub struct Pipeline {
     streams: TcpStreams,
     /// Held packets of this wake-up to accept before the commits.
     early: Vec<u32>,
-    /// Per set: when its last commit error was logged, and how many since.
-    error_log: Vec<(Option<Instant>, u64)>,
-    /// The same for verdicts that could not be sent.
-    verdict_log: Vec<(Option<Instant>, u64)>,
+    /// Commit errors, logged at most once a minute per set.
+    error_log: Throttle,
+    /// Verdicts that could not be sent, the same.
+    verdict_log: Throttle,
     /// What brought each learned address (bounded).
     provenance: Provenance,
     /// Per set of the plan: its name and its policy's, shared by the records.
     set_names: Vec<(Arc<str>, Arc<str>)>,
     /// DNS-blind counting, when the conntrack thread follows events (and it is on).
     blind: Option<Arc<Mutex<Blind>>>,
+    /// The counts of sources swapped out: the capture's counters go on across a swap.
+    retired: CaptureStats,
 }
 
 impl Pipeline {
@@ -128,11 +128,12 @@ impl Pipeline {
             guard: Guard::default(),
             streams: TcpStreams::new(),
             early: Vec::new(),
-            error_log: Vec::new(),
-            verdict_log: Vec::new(),
+            error_log: Throttle::default(),
+            verdict_log: Throttle::default(),
             provenance: Provenance::default(),
             set_names,
             blind,
+            retired: CaptureStats::default(),
         })
     }
 
@@ -225,7 +226,9 @@ impl Pipeline {
     pub fn swap_source(&mut self, mut source: Box<dyn PacketSource>) -> Box<dyn PacketSource> {
         source.take_notes().into_iter().for_each(|n| self.notes.push(Level::Warning, n));
         let _ = self.process_queued(usize::MAX);
-        std::mem::replace(&mut self.source, source)
+        let old = std::mem::replace(&mut self.source, source);
+        self.retired = self.retired.plus(old.stats());
+        old
     }
 
     /// A new longest hold for the source (hold mode); false if it holds nothing.
@@ -332,110 +335,8 @@ impl Pipeline {
     fn verdict_done(&mut self, r: Result<()>) {
         if let Err(e) = r {
             let line = format!("{e}; the deadline lets those answers through");
-            log_limited(&mut self.verdict_log, 0, &self.notes, line);
+            self.verdict_log.error(0, &self.notes, line);
         }
-    }
-
-    /// Commit what the wake-up collected, one commit per set; returns the new
-    /// addresses of `reconnect` policies, for the conntrack thread.
-    fn commit_pending(&mut self) -> Vec<(std::net::IpAddr, usize)> {
-        let mut to_flush: Vec<(std::net::IpAddr, usize)> = Vec::new();
-        let now = unix_now();
-        for si in 0..self.plan.sets.len() {
-            let Some(pending) = self.scratch.pending.get_mut(si) else { break };
-            if pending.entries.is_empty() {
-                continue;
-            }
-            let entries = std::mem::take(&mut pending.entries);
-            let why = std::mem::take(&mut pending.why);
-            pending.seen.clear();
-            let policy = self.plan.sets[si].policy;
-            let committed = self.commit_set(si, &entries);
-            let spec = &self.plan.policies[policy];
-            let set_name = &self.plan.sets[si].name;
-            let stats = self.book.of(policy);
-            let Some(c) = committed else {
-                stats.errors += 1;
-                stats.not_added += entries.len() as u64;
-                continue;
-            };
-            stats.added += entries.len() as u64;
-            stats.new += c.new.len() as u64;
-            stats.refreshed += c.present as u64;
-            if let Some(e) = &c.error {
-                stats.errors += 1;
-                let lost = entries.len().saturating_sub(c.new.len() + c.present);
-                stats.not_added += lost as u64;
-                if e.errno() == Some(IPSET_ERR_HASH_FULL) {
-                    // Present entries were still refreshed; only new ones are refused.
-                    stats.set_full += 1;
-                }
-                self.counters.commit_errors += 1;
-                let line = format!(
-                    "set {set_name}: {e}; of {} address(es), {} went in as new, {lost} not added",
-                    entries.len(),
-                    c.new.len()
-                );
-                log_limited(&mut self.error_log, si, &self.notes, line);
-            }
-            let new: HashSet<&Entry> = c.new.iter().collect();
-            let (set_arc, policy_arc) = &self.set_names[si];
-            for (e, w) in entries.iter().zip(&why) {
-                let is_new = new.contains(e);
-                // With a partial failure, only the new ones are known to be in.
-                if !is_new && c.error.is_some() {
-                    continue;
-                }
-                let Some(answer) = self.scratch.answers.get(*w) else { continue };
-                self.provenance.note(e.addr, set_arc, policy_arc, answer, is_new, now);
-                if self.verbose {
-                    let mark = if is_new { '+' } else { '=' };
-                    let qname = &answer.qname;
-                    self.notes.push(Level::Debug, format!("{} {mark}{e} {qname}", spec.name));
-                }
-            }
-            if spec.reconnect && !c.new.is_empty() {
-                let slot = self.book.slot_of[policy];
-                to_flush.extend(c.new.iter().map(|e| (e.addr, slot)));
-            }
-        }
-        self.scratch.answers.clear();
-        to_flush
-    }
-
-    /// Commit one set's entries; when the whole commit fails, prepare the set
-    /// again (it may have been destroyed) and retry once. None if it failed twice.
-    fn commit_set(&mut self, si: usize, entries: &[Entry]) -> Option<crate::ipset::Committed> {
-        for attempt in 1..=2 {
-            let err = match self.plan.sets[si].writer.commit(entries) {
-                Ok(c) => return Some(c),
-                Err(e) => e,
-            };
-            self.counters.commit_errors += 1;
-            let name = self.plan.sets[si].name.clone();
-            if attempt == 2 {
-                self.notes.push(
-                    Level::Error,
-                    format!("set {name}: {err}; {} address(es) not added", entries.len()),
-                );
-                return None;
-            }
-            self.notes.push(
-                Level::Error,
-                format!("set {name}: {err}; preparing it again and retrying once"),
-            );
-            match self.plan.prepare_set(si) {
-                Ok(p) => {
-                    self.counters.sets_recreated += 1;
-                    p.notes.into_iter().for_each(|n| self.notes.push(Level::Info, n));
-                }
-                Err(e) => {
-                    self.notes.push(Level::Error, format!("set {name}: cannot prepare it: {e}"));
-                    return None;
-                }
-            }
-        }
-        None
     }
 
     /// Prepare every set of the plan again (the periodic check, or a firmware
@@ -481,9 +382,9 @@ impl Pipeline {
         self.counters
     }
 
-    /// Counters of the capture socket.
+    /// Counters of the capture socket (and of those it replaced).
     pub fn capture_stats(&self) -> CaptureStats {
-        self.source.stats()
+        self.retired.plus(self.source.stats())
     }
 
     /// Counters of holding (hold mode), None when the source holds nothing.
@@ -547,31 +448,6 @@ fn set_names(plan: &Plan) -> Vec<(Arc<str>, Arc<str>)> {
         .iter()
         .map(|t| (Arc::from(t.name.as_str()), Arc::from(plan.policies[t.policy].name.as_str())))
         .collect()
-}
-
-/// Seconds since the epoch (0 if the clock is before it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Log a commit error of set `si` at most once per `ERROR_LOG_EVERY`, saying
-/// how many were not logged in between: a full set must not flood the log.
-fn log_limited(log: &mut Vec<(Option<Instant>, u64)>, si: usize, notes: &Notes, line: String) {
-    if log.len() <= si {
-        log.resize(si + 1, (None, 0));
-    }
-    let (last, quiet) = &mut log[si];
-    let now = Instant::now();
-    if last.is_some_and(|t| now.duration_since(t) < ERROR_LOG_EVERY) {
-        *quiet += 1;
-        return;
-    }
-    let more = match std::mem::take(quiet) {
-        0 => String::new(),
-        n => format!(" ({n} more like it since the last line)"),
-    };
-    *last = Some(now);
-    notes.push(Level::Error, format!("{line}{more}"));
 }
 
 #[cfg(test)]

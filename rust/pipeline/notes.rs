@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Severity, with the numbers of Python's `logging` levels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,6 +65,40 @@ impl Notes {
         }
         q.urgent = false;
         out
+    }
+}
+
+/// An error of one kind is logged at most this often per key (each is counted).
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Error lines of one kind (a set's commit errors, say), logged at most once
+/// per `ERROR_LOG_EVERY` for each key, saying how many were not logged in
+/// between: a full set must not flood the log.
+#[derive(Debug, Default)]
+pub(super) struct Throttle {
+    /// Per key: when its last line was logged, and how many were not since.
+    per_key: Vec<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    /// Queue `line` at level Error unless a line of `key` was queued within
+    /// `ERROR_LOG_EVERY`; then it is only counted.
+    pub(super) fn error(&mut self, key: usize, notes: &Notes, line: String) {
+        if self.per_key.len() <= key {
+            self.per_key.resize(key + 1, (None, 0));
+        }
+        let (last, quiet) = &mut self.per_key[key];
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < ERROR_LOG_EVERY) {
+            *quiet += 1;
+            return;
+        }
+        let more = match std::mem::take(quiet) {
+            0 => String::new(),
+            n => format!(" ({n} more like it since the last line)"),
+        };
+        *last = Some(now);
+        notes.push(Level::Error, format!("{line}{more}"));
     }
 }
 

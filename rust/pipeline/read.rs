@@ -63,26 +63,35 @@ pub(super) fn handle_packet(
         return false;
     }
     if seg.transport == Transport::Tcp {
+        // The packet is counted once here; its messages (none, or several)
+        // are counted as they complete, maybe with this segment.
         if seg.payload.is_empty() {
-            counters.non_dns += 1; // a bare FIN or RST
+            counters.non_dns += 1; // a bare SYN-ACK, ACK, FIN or RST
+        } else {
+            counters.tcp_segments += 1;
         }
-        // Messages complete when their last segment arrives, maybe this one.
         let mut routed = false;
         streams.feed(&seg, ctx.now, &mut |raw| {
             routed |= match decode(raw) {
                 Ok(d) => handle_message(&d, ctx, book, counters, scratch),
-                Err(skip) => count_skip(counters, skip),
+                Err(_) => {
+                    counters.tcp_malformed += 1;
+                    false
+                }
             }
         });
         return routed;
     }
     match decode(seg.payload) {
-        Ok(d) => handle_message(&d, ctx, book, counters, scratch),
+        Ok(d) => {
+            counters.udp_dns += 1;
+            handle_message(&d, ctx, book, counters, scratch)
+        }
         Err(skip) => count_skip(counters, skip),
     }
 }
 
-/// Count a packet or message that yielded nothing; false (nothing routed).
+/// Count a packet that yielded nothing; false (nothing routed).
 fn count_skip(counters: &mut Counters, skip: Skip) -> bool {
     match skip {
         Skip::Malformed(_) => counters.malformed += 1,

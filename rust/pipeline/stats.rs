@@ -50,6 +50,12 @@ impl PolicyCounters {
 }
 
 /// Counters of the whole pipeline.
+///
+/// Per packet read, exactly one of `udp_dns`, `tcp_segments`, `untrusted`,
+/// `malformed`, `incomplete`, `non_dns` moves (see `packets_read`). Per DNS
+/// message (a UDP packet carries one, a TCP segment any number): `events`,
+/// which is `answers` + `queries_ignored`; a TCP message that does not decode
+/// is `tcp_malformed` instead.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     /// DNS messages seen.
@@ -62,14 +68,21 @@ pub struct Counters {
     pub rcode_skipped: u64,
     /// Answers on no watchlist.
     pub unwatched: u64,
-    /// Answers from a source that is not a trusted resolver.
+    /// Packets from a source that is not a trusted resolver.
     pub untrusted: u64,
-    /// Packets that were broken, cut short, or not DNS.
+    /// Packets with broken headers, or a UDP DNS message that does not decode.
     pub malformed: u64,
-    /// Packets cut short (first fragments, truncated copies, partial TCP).
+    /// Packets cut short (first fragments, truncated copies).
     pub incomplete: u64,
-    /// Packets that were not DNS.
+    /// Packets that were not DNS (later fragments, TCP segments without payload).
     pub non_dns: u64,
+    /// UDP packets that carried a DNS message (then counted in `events`).
+    pub udp_dns: u64,
+    /// TCP segments with payload, handed to reassembly (their messages are
+    /// counted in `events` as they complete).
+    pub tcp_segments: u64,
+    /// DNS messages put together from TCP segments that did not decode.
+    pub tcp_malformed: u64,
     /// Commits that failed (wholly or for some entries).
     pub commit_errors: u64,
     /// Sets re-created after they vanished.
@@ -82,7 +95,7 @@ pub struct Counters {
 
 impl Counters {
     /// Every counter with its name.
-    pub fn as_pairs(&self) -> [(&'static str, u64); 13] {
+    pub fn as_pairs(&self) -> [(&'static str, u64); 16] {
         [
             ("events", self.events),
             ("answers", self.answers),
@@ -93,11 +106,24 @@ impl Counters {
             ("malformed", self.malformed),
             ("incomplete", self.incomplete),
             ("non_dns", self.non_dns),
+            ("udp_dns", self.udp_dns),
+            ("tcp_segments", self.tcp_segments),
+            ("tcp_malformed", self.tcp_malformed),
             ("commit_errors", self.commit_errors),
             ("sets_recreated", self.sets_recreated),
             ("read_errors", self.read_errors),
             ("wakeups", self.wakeups),
         ]
+    }
+
+    /// Packets read, by what each was: the sum of the per-packet counters.
+    pub fn packets_read(&self) -> u64 {
+        self.udp_dns
+            + self.tcp_segments
+            + self.untrusted
+            + self.malformed
+            + self.incomplete
+            + self.non_dns
     }
 }
 

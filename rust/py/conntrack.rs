@@ -65,7 +65,8 @@ impl PyConntrackFlusher {
     }
 
     /// Counters: calls, dumped, matched, deleted, already_gone, errors, unparsed,
-    /// tracking, index_entries, events, resyncs, lost, index_lookups, index_full.
+    /// tracking, index_entries, events, resyncs, lost, index_lookups, index_full,
+    /// dns_filtered (`hrneo.status.FlusherStats`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         // Detached: a flush in another thread holds the lock for a while.
         let s = self.inner.detached(py, |f| Ok(f.stats()))?;

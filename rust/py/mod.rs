@@ -10,6 +10,8 @@ mod nflog;
 mod nfqueue;
 mod nftables;
 mod pipeline;
+mod plan;
+mod reports;
 mod watchlist;
 
 use pyo3::prelude::*;
@@ -31,7 +33,9 @@ mod _core {
     #[pymodule_export]
     use super::nftables::{nft_refresh_mode, nftset_add_message, PyNftSetBatch, PyNftSetSession};
     #[pymodule_export]
-    use super::pipeline::{PyPipeline, PyPlan};
+    use super::pipeline::PyPipeline;
+    #[pymodule_export]
+    use super::plan::PyPlan;
     #[pymodule_export]
     use super::watchlist::{PyWatchlist, WatchMatch};
 

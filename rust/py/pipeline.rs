@@ -1,5 +1,5 @@
-//! `Plan` and `Pipeline` for Python: the daemon builds a plan from its config
-//! and hands it to a pipeline, which runs the hot path with the GIL released.
+//! `Pipeline` for Python: it takes over a `Plan` (see `plan`) and runs the hot
+//! path with the GIL released; what it reports becomes dicts in `reports`.
 
 use std::time::Duration;
 
@@ -8,122 +8,13 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::guarded::Guarded;
-use super::watchlist::PyWatchlist;
+use super::plan::{learned_dict, saved_entries, PyPlan};
+use super::reports::{blind_dict, why_dict, StatsSnapshot};
 use crate::conntrack::EVENT_RCVBUF;
 use crate::{
-    ConntrackFlusher, Entry, Error, Flusher, Learned, Level, NflogConfig, NflogReader,
-    NfqueueConfig, NfqueueReader, Notes, PacketSource, Pipeline, Plan, PolicySpec, Result, Wake,
+    ConntrackFlusher, Entry, Error, Flusher, Level, NflogConfig, NflogReader, NfqueueConfig,
+    NfqueueReader, Notes, PacketSource, Pipeline, Result, Wake,
 };
-
-/// The spec of one policy, read from any object with the config's attribute
-/// names (`hrneo.config.Policy`): name, ipset, ipset6 (the `nftables` backend:
-/// nft_set4, nft_set6), timeout, maxelem, reconnect, static.
-fn policy_spec(p: &Bound<'_, PyAny>, nftables: bool) -> PyResult<PolicySpec> {
-    let statics: Vec<String> = p.getattr("static")?.extract()?;
-    let (a4, a6) = if nftables { ("nft_set4", "nft_set6") } else { ("ipset", "ipset6") };
-    Ok(PolicySpec {
-        name: p.getattr("name")?.extract()?,
-        set4: p.getattr(a4)?.extract()?,
-        set6: p.getattr(a6)?.extract()?,
-        timeout: p.getattr("timeout")?.extract()?,
-        maxelem: p.getattr("maxelem")?.extract()?,
-        reconnect: p.getattr("reconnect")?.extract()?,
-        statics: statics.iter().map(|s| Entry::parse(s)).collect::<Result<_>>()?,
-    })
-}
-
-/// `{set name: [(address or network, seconds left), ...]}` as Python gives it
-/// (a state file's content), parsed with the GIL released.
-fn saved_entries(py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<Learned> {
-    let raw: Vec<(String, Vec<(String, u32)>)> =
-        state.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect::<PyResult<_>>()?;
-    let parsed = py.detach(|| {
-        raw.into_iter()
-            .map(|(set, entries)| {
-                let entries = entries
-                    .iter()
-                    .map(|(e, t)| Ok((Entry::parse(e)?, *t)))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((set, entries))
-            })
-            .collect::<Result<Learned>>()
-    })?;
-    Ok(parsed)
-}
-
-/// `Learned` for Python: `{set name: [(entry, seconds left), ...]}`.
-fn learned_dict<'py>(py: Python<'py>, learned: Learned) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    for (set, entries) in learned {
-        let items: Vec<(String, u32)> =
-            entries.into_iter().map(|(e, t)| (e.to_string(), t)).collect();
-        d.set_item(set, items)?;
-    }
-    Ok(d)
-}
-
-/// A config compiled for the pipeline: the watchlist, each policy's sets and a
-/// netlink writer per set. `prepare()` makes the sets; a pipeline takes it over.
-#[pyclass(module = "hrneo._core", name = "Plan", frozen)]
-pub struct PyPlan {
-    inner: Guarded<Plan>,
-    backend: &'static str,
-}
-
-#[pymethods]
-impl PyPlan {
-    /// `backend`: "ipset" (the policies' ipset/ipset6) or "nftables" (their
-    /// nft_set4/nft_set6: `name` in `inet hrneo`, or `family#table#set`).
-    #[new]
-    #[pyo3(signature = (watchlist, policies, *, backend = "ipset"))]
-    fn new(
-        py: Python<'_>,
-        watchlist: &PyWatchlist,
-        policies: &Bound<'_, PyAny>,
-        backend: &str,
-    ) -> PyResult<Self> {
-        let (nft, backend) = match backend {
-            "ipset" => (false, "ipset"),
-            "nftables" => (true, "nftables"),
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "backend must be 'ipset' or 'nftables', not {other:?}"
-                )))
-            }
-        };
-        let specs =
-            policies.try_iter()?.map(|p| policy_spec(&p?, nft)).collect::<PyResult<Vec<_>>>()?;
-        let wl = watchlist.shared()?;
-        let plan = py.detach(|| {
-            if nft {
-                Plan::with_nftables(wl, specs)
-            } else {
-                Plan::with_ipsets(wl, specs)
-            }
-        })?;
-        Ok(PyPlan { inner: Guarded::new(plan, "Plan"), backend })
-    }
-
-    /// "ipset" or "nftables".
-    #[getter]
-    fn backend(&self) -> &'static str {
-        self.backend
-    }
-
-    /// Create missing sets, check families, decide timeouts, add static
-    /// entries. Returns the lines to log. Safe to call again (the periodic check).
-    fn prepare(&self, py: Python<'_>) -> PyResult<Vec<String>> {
-        self.inner.detached(py, Plan::prepare)
-    }
-
-    /// Put saved entries back (after `prepare()`): `state` maps a set name to
-    /// its (entry, seconds left) pairs. Returns how many went in, and the lines
-    /// to log of sets that refused some (see `Pipeline.restore`).
-    fn restore(&self, py: Python<'_>, state: &Bound<'_, PyDict>) -> PyResult<(usize, Vec<String>)> {
-        let saved = saved_entries(py, state)?;
-        self.inner.detached(py, |p| Ok(p.restore(&saved)))
-    }
-}
 
 /// Reader, plan and conntrack thread: the daemon's hot path (see the Rust docs).
 #[pyclass(module = "hrneo._core", name = "Pipeline", frozen)]
@@ -230,8 +121,10 @@ impl PyPipeline {
         let spec = SourceSpec::parse(capture, nflog_group, nfqueue_num, hold_max_ms, rcvbuf)?;
         let plan = plan.inner.take(py).ok_or(Error::Closed("Plan"))?;
         let pipeline = py.detach(|| -> Result<Pipeline> {
-            let source = spec.open()?;
+            // The conntrack dump first: once the source is bound, answers wait
+            // (held ones count against hold_max_ms) until the loop reads them.
             let (flusher, note) = open_flusher(conntrack)?;
+            let source = spec.open()?;
             let p = Pipeline::new(source, plan, flusher)?;
             if let Some(n) = note {
                 let level = if p.flush_totals().is_some() { Level::Info } else { Level::Warning };
@@ -300,22 +193,7 @@ impl PyPipeline {
             .parse()
             .map_err(|_| PyValueError::new_err(format!("not an IP address: {address:?}")))?;
         let records = self.inner.with(|p| Ok(p.why(&addr)))?;
-        records
-            .into_iter()
-            .map(|r| {
-                let d = PyDict::new(py);
-                d.set_item("set", &*r.set)?;
-                d.set_item("policy", &*r.policy)?;
-                d.set_item("qname", r.qname)?;
-                d.set_item("names", r.names)?;
-                d.set_item("rule", r.rule)?;
-                d.set_item("first_seen", r.first_seen)?;
-                d.set_item("last_seen", r.last_seen)?;
-                d.set_item("answers", r.answers)?;
-                d.set_item("added", r.added)?;
-                Ok(d)
-            })
-            .collect()
+        records.into_iter().map(|r| why_dict(py, r)).collect()
     }
 
     /// Turn DNS-blind counting off (the counts so far are dropped) or on.
@@ -333,21 +211,7 @@ impl PyPipeline {
         let Some((clients, uncounted)) = self.inner.with(|p| Ok(p.blind_clients()))? else {
             return Ok(None);
         };
-        let list = clients
-            .into_iter()
-            .map(|(ip, c)| {
-                let d = PyDict::new(py);
-                d.set_item("client", ip.to_string())?;
-                d.set_item("connections", c.connections)?;
-                d.set_item("blind", c.blind)?;
-                d.set_item("last_blind", c.last_blind.map(|a| a.to_string()))?;
-                Ok(d)
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        let d = PyDict::new(py);
-        d.set_item("clients", list)?;
-        d.set_item("uncounted", uncounted)?;
-        Ok(Some(d))
+        blind_dict(py, clients, uncounted).map(Some)
     }
 
     /// Conntrack entries deleted for `address` so far (as a new address).
@@ -434,76 +298,8 @@ impl PyPipeline {
     /// policy's ("policies", by name) and the conntrack thread's ("conntrack",
     /// None without one).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (counters, (tcp, hold), capture, policies, flush, pending, tracking) =
-            self.inner.with(|p| {
-                Ok((
-                    p.counters(),
-                    (p.tcp_stats(), p.hold_stats()),
-                    p.capture_stats(),
-                    p.policy_counters(),
-                    p.flush_totals(),
-                    p.flush_pending(),
-                    p.flush_tracking(),
-                ))
-            })?;
-        let d = PyDict::new(py);
-        for (k, v) in counters.as_pairs() {
-            d.set_item(k, v)?;
-        }
-        let c = PyDict::new(py);
-        for (k, v) in [
-            ("packets", capture.packets),
-            ("dropped", capture.dropped),
-            ("enobufs", capture.enobufs),
-            ("datagrams", capture.datagrams),
-            ("malformed", capture.malformed),
-        ] {
-            c.set_item(k, v)?;
-        }
-        d.set_item("capture", c)?;
-        let t = PyDict::new(py);
-        for (k, v) in tcp.as_pairs() {
-            t.set_item(k, v)?;
-        }
-        d.set_item("tcp", t)?;
-        match hold {
-            None => d.set_item("hold", py.None())?,
-            Some(h) => {
-                let hd = PyDict::new(py);
-                for (k, v) in h.as_pairs() {
-                    hd.set_item(k, v)?;
-                }
-                d.set_item("hold", hd)?;
-            }
-        }
-        let pd = PyDict::new(py);
-        for (name, pc) in policies {
-            let one = PyDict::new(py);
-            for (k, v) in pc.as_pairs() {
-                one.set_item(k, v)?;
-            }
-            pd.set_item(name, one)?;
-        }
-        d.set_item("policies", pd)?;
-        match flush {
-            None => d.set_item("conntrack", py.None())?,
-            Some(t) => {
-                let ct = PyDict::new(py);
-                ct.set_item("calls", t.calls)?;
-                ct.set_item("flushed", t.flushed)?;
-                ct.set_item("errors", t.errors)?;
-                ct.set_item("race_misses", t.race_misses)?;
-                ct.set_item("pending", pending)?;
-                ct.set_item("tracking", tracking)?;
-                let fl = PyDict::new(py);
-                for (k, v) in t.flusher.as_pairs() {
-                    fl.set_item(k, v)?;
-                }
-                ct.set_item("flusher", fl)?;
-                d.set_item("conntrack", ct)?;
-            }
-        }
-        Ok(d)
+        let snapshot = self.inner.with(|p| Ok(StatsSnapshot::of(p)))?;
+        snapshot.into_dict(py)
     }
 
     /// Wait until every conntrack flush submitted so far is done; False on timeout.

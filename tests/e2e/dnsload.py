@@ -3,6 +3,7 @@ the load under which the hold-mode tests kill, reload and stop the daemon."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -52,10 +53,8 @@ class DnsLoad:
             name = self.names[txid % len(self.names)]
             with self._lock:
                 self.sent[txid] = time.monotonic()
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.send(build_query(name, "A", txid))
-            except OSError:
-                pass
             txid += 1
             next_at += self.interval
             time.sleep(max(0.0, next_at - time.monotonic()))

@@ -1,5 +1,5 @@
-"""Helpers of the issue-7 end-to-end modules (test_trust, test_faults): resolving from
-the client, waiting for set members, the daemon's status, the router's rules."""
+"""Helpers of the end-to-end modules: resolving from the client, waiting for set
+members, the daemon's status, the router's rules."""
 
 from __future__ import annotations
 

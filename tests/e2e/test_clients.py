@@ -1,4 +1,4 @@
-"""End to end, issue 9: a policy for some LAN devices only (`clients`).
+"""End to end: a policy for some LAN devices only (`clients`).
 
 The policy lists the client host (192.0.2.2, 2001:db8:1::2); lanx (192.0.2.130,
 2001:db8:4::2, on the router's r3) is another LAN device. Both resolve the same

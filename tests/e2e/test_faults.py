@@ -1,4 +1,4 @@
-"""End to end, issue 7: faults while running. A second daemon is refused and leaves
+"""End to end, faults while running: a second daemon is refused and leaves
 the first one's rules alone; a flushed or destroyed set comes back with its static
 entries and MARK rules; running out of file descriptors is survived; a bad config
 on SIGHUP keeps the old one; the kill switch blocks marked traffic while the
@@ -99,7 +99,7 @@ def test_second_daemon_is_refused_and_touches_nothing(topo: Topology, variant: s
     assert "another hrneo daemon" in out and f"pid {topo.daemon.pid if topo.daemon else 0}" in out
     assert hrneo_rules(topo) == before, out  # not one rule of the first removed or added
     assert topo.control.exists() and not (topo.tmp / "other.sock").exists()
-    _works(topo, f"second{variant.split()[-1]}")
+    _works(topo, f"second{variant.rsplit(maxsplit=1)[-1]}")
 
 
 # ---------------------------------------------------------------- sets
@@ -203,7 +203,8 @@ def test_sighup_with_a_bad_config_keeps_the_old_one(topo: Topology, bad: str) ->
         os.mkfifo(fifo)
     text = {
         "nested": good + "x: " + "[" * 5000 + "]" * 5000 + "\n",
-        "python tag": good.replace("nflog_group: 100", "nflog_group: !!python/object/apply:os.getpid []"),
+        "python tag": good.replace("nflog_group: 100",
+                                   "nflog_group: !!python/object/apply:os.getpid []"),
         "fifo": good.replace(f"domain_files: [{topo.list_file}]", f"domain_files: [{fifo}]"),
         "dev zero": good.replace(f"domain_files: [{topo.list_file}]", "domain_files: [/dev/zero]"),
         "nan": good.replace("recheck_interval: 1", "recheck_interval: .nan"),

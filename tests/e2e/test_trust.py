@@ -1,4 +1,4 @@
-"""End to end, issue 7: forged DNS answers must neither steer nor break the router.
+"""End to end: forged DNS answers must neither steer nor break the router.
 
 A hostile LAN host (lanx) and the Internet side (wan) send made-up answers for a
 watched name, with no query before them, to the client across the router: over

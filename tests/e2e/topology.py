@@ -210,7 +210,7 @@ class Topology:
                 for dev in ("r1", "r2"):
                     r.sh([prog, "-w", "-t", "nat", "-A", "POSTROUTING", "-o", dev,
                           "-j", "MASQUERADE"])  # fmt: skip
-        for ns, label in ((self.wan, "wan"), (self.vpn, "vpn")):
+        for ns in (self.wan, self.vpn):
             for a4, a6 in zip(WEB4, WEB6):
                 ns.sh(f"ip addr add {a4}/32 dev lo")
                 ns.sh(f"ip addr add {a6}/128 dev lo nodad")
@@ -293,7 +293,7 @@ class Topology:
             ruleset = re.sub(r"\n\s*set \S+ \{.*?\n\s*\}", "", ruleset, flags=re.DOTALL)
             ruleset = re.sub(r"table inet hrneo \{\s*\}\n?", "", ruleset)
             parts.append("$ nft -t list ruleset (no sets)\n" + ruleset)
-        for cmd in (
+        commands = (
             "iptables -w -S",
             "iptables -w -t mangle -S",
             "ip6tables -w -S",
@@ -302,12 +302,12 @@ class Topology:
             "ip -6 rule",
             f"ip route show table {TABLE}",
             f"ip -6 route show table {TABLE}",
-        ):
-            parts.append(f"$ {cmd}\n" + self.router.sh(cmd, check=False).stdout)
+        )
+        parts.extend(f"$ {cmd}\n" + self.router.sh(cmd, check=False).stdout for cmd in commands)
         return "\n".join(parts)
 
     # -- the daemon ----------------------------------------------------------------
-    def write_config(
+    def write_config(  # noqa: PLR0913 (keyword-only: one per config knob a test varies)
         self,
         domains: list[str],
         list_lines: list[str],

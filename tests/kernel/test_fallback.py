@@ -96,7 +96,7 @@ def test_same_big_batch(ns: Netns, make_batch: MakeBatch) -> None:
     b.extend(addrs)
     assert b.commit() == addrs
     assert "Number of entries: 10000" in ns.sh("ipset list -t big").stdout
-    b.extend(addrs[:100] + ["203.0.113.1"])
+    b.extend([*addrs[:100], "203.0.113.1"])
     assert b.commit() == ["203.0.113.1"]
 
 
@@ -130,9 +130,9 @@ def test_same_errors(ns: Netns, make_batch: MakeBatch) -> None:
         b.commit()
     assert ei.value.errno == 4352
     assert ei.value.new == ["192.0.2.1", "192.0.2.2"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not an IP address or network"):
         b.add("not-an-address")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid ipset name"):
         make_batch("n" * 32)
     b = make_batch("s4", timeout=30)
     b.add("192.0.2.1")

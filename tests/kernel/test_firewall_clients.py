@@ -13,7 +13,7 @@ import re
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -139,7 +139,7 @@ class Lab:
 
 
 @pytest.fixture(params=["ipset", "nftables"])
-def lab(request: pytest.FixtureRequest, make_netns: object, tmp_path: Path) -> Iterator[Lab]:
+def lab(request: pytest.FixtureRequest, make_netns: object, tmp_path: Path) -> Lab:
     backend: str = request.param
     if backend == "ipset":
         require_kernel_tools("iptables", "ip6tables", "ipset")
@@ -171,8 +171,9 @@ def lab(request: pytest.FixtureRequest, make_netns: object, tmp_path: Path) -> I
         for prog in ("iptables", "ip6tables"):
             for tag, mark in (("hrt-all", []), ("hrt-marked", ["-m", "mark", "--mark", "0x1001"])):
                 router.sh([prog, "-w", "-t", "mangle", "-A", "PREROUTING", "-p", "udp",
-                           "--dport", str(PORT), *mark, "-m", "comment", "--comment", tag])  # fmt: skip
-    yield t
+                           "--dport", str(PORT), *mark,
+                           "-m", "comment", "--comment", tag])  # fmt: skip
+    return t
 
 
 def test_only_the_listed_client_is_marked(lab: Lab) -> None:

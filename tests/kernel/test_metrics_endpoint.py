@@ -130,4 +130,5 @@ def test_remote_without_allow_does_not_start(hosts: tuple[Netns, Netns], tmp_pat
     conf.write_text(CONFIG.format(tmp=tmp_path, metrics=f"metrics_listen: 0.0.0.0:{PORT}"))
     proc = router.sh([sys.executable, "-m", "hrneo", "run", "--config", str(conf)], check=False)
     assert proc.returncode == 2
-    assert f"{conf}:3: metrics_listen: 0.0.0.0 is not a loopback address" in proc.stderr
+    line = CONFIG.splitlines().index("{metrics}") + 1
+    assert f"{conf}:{line}: metrics_listen: 0.0.0.0 is not a loopback address" in proc.stderr

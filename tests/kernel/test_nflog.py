@@ -12,6 +12,7 @@ from typing import NamedTuple
 import pytest
 from conftest import require_kernel_tools
 from hrneo import DnsEvent, NflogReader
+from hrneo.coretypes import NflogReaderStats
 from hrneo.testing.dnswire import message, tcp_frame
 from hrneo.testing.netns import Netns, link
 
@@ -91,6 +92,7 @@ def test_udp_ipv4_and_ipv6(pair: Pair) -> None:
         assert (evs[1].src, evs[1].dst) == (SRV6, CLI6)
         st = r.stats()
         assert st["dns"] == 2 and st["responses"] == 2 and st["dropped"] == 0
+        assert st.keys() == NflogReaderStats.__required_keys__  # the stub's type
 
 
 def test_cname_chain(pair: Pair) -> None:
@@ -247,16 +249,15 @@ def test_timeouts_and_close(pair: Pair) -> None:
     assert r.read(timeout=0.05) == []
     assert isinstance(r.fileno(), int) and r.fileno() >= 0
     r.close()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="NflogReader is closed"):
         r.read(timeout=0)
     r.close()  # twice is fine
 
 
 def test_group_already_bound(pair: Pair) -> None:
     with open_reader(pair.cli):
-        with pytest.raises(OSError) as exc:
+        with pytest.raises(OSError, match="already bound") as exc:
             open_reader(pair.cli)
         assert exc.value.errno == errno.EBUSY
-        assert "already bound" in str(exc.value)
     # Closing frees the group for the next reader.
     open_reader(pair.cli).close()

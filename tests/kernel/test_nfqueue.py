@@ -13,6 +13,7 @@ from typing import NamedTuple
 import pytest
 from conftest import require_kernel_tools
 from hrneo import DnsEvent, NfqueueReader
+from hrneo.coretypes import NfqueueReaderStats
 from hrneo.testing.dnswire import message, tcp_frame
 from hrneo.testing.netns import Netns, link
 
@@ -147,6 +148,7 @@ def test_an_answer_waits_for_its_accept(pair: Pair, client: Client) -> None:
         r.accept([ev.packet_id])
         assert len(client.received(1, 2.0)) == 1
         st = r.stats()
+        assert st.keys() == NfqueueReaderStats.__required_keys__  # the stub's type
         assert (st["held"], st["released"], st["outstanding"], st["hold_timeouts"]) == (1, 1, 0, 0)
         assert st["hold_p50_us"] >= 300_000, st
 

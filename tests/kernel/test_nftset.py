@@ -15,13 +15,13 @@ from collections.abc import Iterator
 
 import pytest
 from conftest import require
+from hrneo import NftSetBatch, NftSetSession
+from hrneo._core import nft_refresh_mode
+from hrneo.coretypes import NftSetInfo
+from hrneo.errors import NftSetError, SetError
 from hrneo.testing.netns import Netns
 
 pytestmark = pytest.mark.kernel
-
-from hrneo import NftSetBatch, NftSetSession
-from hrneo._core import nft_refresh_mode
-from hrneo.errors import NftSetError, SetError
 
 _DURATION = re.compile(r"(\d+)(d|h|ms|m|s)")
 _UNIT = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -341,9 +341,18 @@ def test_not_an_address_set(ns: Netns) -> None:
         b.commit()
 
 
-@pytest.mark.parametrize("bad", ["", "a#b#c#d", "bogus#t#s", "inet##s", "x" * 256])
-def test_bad_set_names_are_valueerrors(ns: Netns, bad: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("", "invalid nftables set name"),
+        ("a#b#c#d", "not an nftables set"),
+        ("bogus#t#s", "nftables family must be"),
+        ("inet##s", "invalid nftables table name"),
+        ("x" * 256, "invalid nftables set name"),
+    ],
+)
+def test_bad_set_names_are_valueerrors(ns: Netns, bad: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         NftSetBatch(bad)
 
 
@@ -386,6 +395,7 @@ def test_create_info_exists_destroy(ns: Netns, nft: NftSetSession) -> None:
     assert nft.table_exists("inet", "hrneo")
     assert nft.exists("m1") and nft.exists("inet#hrneo#m1")
     info = nft.info("m1")
+    assert info.keys() == NftSetInfo.__required_keys__  # the stub's type
     assert (info["family"], info["table"], info["name"]) == ("inet", "hrneo", "m1")
     assert (info["key"], info["interval"], info["timeout"]) == ("ipv4_addr", False, True)
     assert (info["default_timeout"], info["size"], info["entries"]) == (300.0, 1000, 0)
@@ -403,7 +413,7 @@ def test_create_info_exists_destroy(ns: Netns, nft: NftSetSession) -> None:
     with pytest.raises(NftSetError) as ei:
         nft.destroy("m1")
     assert ei.value.errno == errno.ENOENT
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="key must be 'ipv4_addr' or 'ipv6_addr'"):
         nft.create("m2", "ether_addr")  # type: ignore[arg-type]
     nft.create_table("ip", "other")
     assert nft.table_exists("ip", "other") and not nft.table_exists("ip6", "other")

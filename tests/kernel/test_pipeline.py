@@ -18,6 +18,7 @@ import pytest
 from conftest import require, require_kernel_tools
 from hrneo import Pipeline, Plan
 from hrneo.config import Config, load_config
+from hrneo.status import FlusherStats
 from hrneo.testing.dnswire import message
 from hrneo.testing.netns import Netns, link
 
@@ -176,6 +177,7 @@ def test_new_address_gets_its_connections_flushed_present_one_does_not(rig: Rig)
             ct = st["conntrack"]
             assert ct is not None and ct["tracking"] is True
             assert ct["flushed"] == 2 and ct["race_misses"] == 1
+            assert ct["flusher"].keys() == FlusherStats.__required_keys__  # the stub's type
             assert st["policies"]["vpn"]["flushed"] == 2
         finally:
             s.close()

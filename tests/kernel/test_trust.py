@@ -1,5 +1,6 @@
-"""Issue 7 on a real kernel, inside namespaces: verified capture rules, the kill
-switch route, the protected networks of a namespace, instance claims per namespace."""
+"""Forged answers and faults on a real kernel, inside namespaces: verified capture
+rules, the kill switch route, the protected networks of a namespace, instance
+claims per namespace."""
 
 from __future__ import annotations
 

@@ -22,10 +22,10 @@ SCALARS = [
     "true", "false", "yes", "null", "~", "''", '""', "example.org", "*.example.org", "bad..x",
     "192.0.2.1", "198.51.100.0/24", "2001:db8::1", "fe80::1%eth0", "wg0", "a/b", "2020-01-01",
     "<<", "=", "!!int abc", "!!float x", "!!python/object/apply:os.system [id]", "!foo x",
-    "!!binary aGk=", "&a x", "*a", "*undefined", "/dev/zero", "/nonexistent/list", "\"\\0\"",
-    "\"\\ud800\"", "\"\\x00\"", "'\u00fc.example'", "|\n  block", "{a: 1}", "[1, [2]]",
+    "!!binary aGk=", "&a x", "*a", "*undefined", "/dev/zero", "/nonexistent/list", '"\\0"',
+    '"\\ud800"', '"\\x00"', "'\u00fc.example'", "|\n  block", "{a: 1}", "[1, [2]]",
 ]  # fmt: skip
-KEYS = sorted(set(TOP_KEYS + FIREWALL_KEYS + POLICY_KEYS + ROUTE_KEYS)) + ["<<", "x", "1"]
+KEYS = [*sorted(set(TOP_KEYS + FIREWALL_KEYS + POLICY_KEYS + ROUTE_KEYS)), "<<", "x", "1"]
 
 scalar = st.sampled_from(SCALARS) | st.text(max_size=12).map(lambda t: repr(t).replace("'", '"'))
 
@@ -66,12 +66,16 @@ def check(path: str, data: bytes) -> None:
     try:
         cfg, warnings = load_config(path)
     except ConfigError as e:
-        assert e.errors, "a ConfigError without lines"
-        for line in e.errors:
-            head, sep, _ = line.partition(": ")
-            assert sep and ":" in head and head.rsplit(":", 1)[1].isdigit(), line
+        errors: list[str] | None = e.errors
+    else:
+        errors = None
+    if errors is None:
+        assert isinstance(cfg, Config) and isinstance(warnings, list)
         return
-    assert isinstance(cfg, Config) and isinstance(warnings, list)
+    assert errors, "a ConfigError without lines"
+    for line in errors:
+        head, sep, _ = line.partition(": ")
+        assert sep and ":" in head and head.rsplit(":", 1)[1].isdigit(), line
 
 
 @SETTINGS

@@ -184,7 +184,18 @@ def test_items(item: str, want: tuple[int, str, str, str]) -> None:
     assert parse_item(s.dnsmasq) == s
 
 
-@pytest.mark.parametrize("bad", ["", "s", "6#ip#t#s", "4#ip6#t#s", "arp#t#s", "a#b#c#d#e", ","])
-def test_bad_values(bad: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("", "nftset is empty"),
+        ("s", r"is not \[4#\|6#\]\[family#\]table#set"),
+        ("6#ip#t#s", "a table of family ip holds no IPv6"),
+        ("4#ip6#t#s", "a table of family ip6 holds no IPv4"),
+        ("arp#t#s", "family 'arp' is not one of"),
+        ("a#b#c#d#e", r"is not \[4#\|6#\]\[family#\]table#set"),
+        (",", "nftset is empty"),
+    ],
+)
+def test_bad_values(bad: str, why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         parse_nftset(bad)

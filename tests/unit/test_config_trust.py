@@ -1,6 +1,7 @@
-"""The issue-7 config keys (trusted_resolvers, verify_answers, kill_switch), number
-ranges, and hostile input: every case is a ConfigError with `file:line`, in bounded
-time and memory, never another exception or a hang."""
+"""The config keys against forged answers and a dead tunnel (trusted_resolvers,
+verify_answers, kill_switch), number ranges, and hostile input: every case is a
+ConfigError with `file:line`, in bounded time and memory, never another exception
+or a hang."""
 
 from __future__ import annotations
 
@@ -83,8 +84,8 @@ def test_verify_answers_and_kill_switch(tmp_path: Path) -> None:
     assert route is not None and route.kill_switch is True
     cfg, _ = load_config(write(tmp_path, text.replace("      kill_switch: true\n", "")))
     assert cfg.policies[0].route is not None and cfg.policies[0].route.kill_switch is False
-    assert_error_at(write(tmp_path, text.replace("kill_switch: true", "kill_switch: yes please")), 11,
-                    "true or false")  # fmt: skip
+    assert_error_at(write(tmp_path, text.replace("kill_switch: true", "kill_switch: yes please")),
+                    11, "true or false")  # fmt: skip
     assert_error_at(write(tmp_path, text.replace("verify_answers: false", "verify_answers: 1")), 2,
                     "true or false")  # fmt: skip
 
@@ -354,7 +355,7 @@ def test_hydraroute_directory_with_a_fifo_or_device_is_refused(tmp_path: Path) -
 
     src = REPO / "tests" / "fixtures" / "import" / "hydraroute"
     for name, make in (
-        ("fifo", lambda p: os.mkfifo(p)),
+        ("fifo", os.mkfifo),
         ("dev", lambda p: os.symlink("/dev/zero", p)),
     ):
         d = tmp_path / name

@@ -1,4 +1,4 @@
-"""The daemon against faults (issue 7), on the fakes of test_daemon_unit: a second
+"""The daemon against faults, on the fakes of test_daemon_unit: a second
 daemon refused without touching the first one's rules, bad configs on reload,
 out-of-descriptor errors in the loop, the order of the periodic check."""
 
@@ -138,19 +138,20 @@ def test_sighup_with_a_bad_config_keeps_the_old_one(tmp_path: Path, kind: str) -
             target = str(tmp_path / "bin.list")
         text = {
             "nested": base + "x: " + "[" * 4000 + "]" * 4000 + "\n",
-            "python tag": base.replace("nflog_group: 100", "nflog_group: !!python/object/apply:os.getpid []"),
+            "python tag": base.replace("nflog_group: 100",
+                                       "nflog_group: !!python/object/apply:os.getpid []"),
             "unknown tag": base.replace("timeout: 600", "timeout: !secret 600"),
             "nan": base.replace("recheck_interval: 0", "recheck_interval: .nan"),
-        }.get(kind, base.replace("    domains: [example.org]\n",
-                                 f"    domains: [example.org]\n    domain_files: [{target}]\n"))  # fmt: skip
+        }.get(kind, base.replace(
+            "    domains: [example.org]\n",
+            f"    domains: [example.org]\n    domain_files: [{target}]\n",
+        ))  # fmt: skip
         path.write_text(text)
         assert d.reload() is False
         assert d.config is cfg
-        assert (
-            d.last_reload is not None
-            and f"{path}:" in d.last_reload["message"]
-            or (d.last_reload is not None and target in d.last_reload["message"])
-        )
+        assert d.last_reload is not None
+        message = d.last_reload["message"]
+        assert f"{path}:" in message or target in message
         assert len(core.pipelines[0].plans) == 1
     finally:
         d.stop()
@@ -204,7 +205,7 @@ def test_other_errors_in_the_loop_still_stop_it(tmp_path: Path) -> None:
         raise OSError(errno.EBADF, "Bad file descriptor")
 
     d.step = step  # type: ignore[method-assign]
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Bad file descriptor"):
         d.run()
     assert core.pipelines[0].closed and d.firewall.items == []
 

@@ -138,9 +138,9 @@ class FakePipeline:
     def stats(self) -> PipelineStats:
         return {
             "events": 7, "answers": 6, "queries_ignored": 1, "rcode_skipped": 0, "unwatched": 2,
-            "malformed": 1, "incomplete": 0, "non_dns": 0, "commit_errors": 0,
+            "malformed": 1, "incomplete": 0, "non_dns": 1, "commit_errors": 0,
             "sets_recreated": 0, "read_errors": 0, "wakeups": 5,
-            "untrusted": 0,
+            "untrusted": 0, "udp_dns": 7, "tcp_segments": 0, "tcp_malformed": 0,
             "capture": {"packets": 9, "dropped": 2, "enobufs": 1, "datagrams": 9, "malformed": 1},
             "tcp": {"reassembled": 4, "flows": 1, "gaps": 1, "unfinished": 0, "dropped_bytes": 9},
             "policies": self.policies,
@@ -246,7 +246,7 @@ def test_start_prepares_sets_then_rules_then_pipeline(tmp_path: Path) -> None:
 def test_start_fails_cleanly_when_sets_cannot_be_made(tmp_path: Path) -> None:
     d, core, runner, _ = make(tmp_path)
     core.fail_prepare = True
-    with pytest.raises(DaemonError, match="sets: .*not permitted"):
+    with pytest.raises(DaemonError, match=r"sets: .*not permitted"):
         d.start()
     assert core.pipelines == [] and runner.calls == []  # nothing installed
 

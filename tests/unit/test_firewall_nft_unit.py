@@ -81,7 +81,7 @@ class Fake:
 def test_rules_of_the_sample_config(tmp_path: Path) -> None:
     rules = desired_rules(config(tmp_path))
     text = [(r.chain, r.text, r.tag) for r in rules]
-    verified = "sport 53 ct state established ct direction reply log group 100"
+    verified = "sport 53 ct state established ct direction reply counter log group 100"
     assert text[:4] == [
         ("g100_dns_output", f"udp {verified}", "hrneo:dns-udp"),
         ("g100_dns_output", f"tcp {verified}", "hrneo:dns-tcp"),
@@ -109,7 +109,7 @@ def test_rules_of_the_sample_config(tmp_path: Path) -> None:
 
 def test_ipv4_only_and_unverified(tmp_path: Path) -> None:
     rules = desired_rules(config(tmp_path, ipv6=False, verify=False))
-    assert rules[0].text == "meta nfproto ipv4 udp sport 53 log group 100"
+    assert rules[0].text == "meta nfproto ipv4 udp sport 53 counter log group 100"
     assert not any("ip6 daddr" in r.text for r in rules)
 
 
@@ -159,7 +159,8 @@ table inet hrneo {
 
 \tchain g100_dns_forward {
 \t\ttype filter hook forward priority filter + 10; policy accept;
-\t\tudp sport 53 ct state established ct direction reply log group 100 comment "hrneo:dns-udp"
+\t\tudp sport 53 ct state established ct direction reply counter packets 3 bytes 300 \
+log group 100 comment "hrneo:dns-udp"
 \t}
 }
 """

@@ -241,7 +241,7 @@ def test_missing_chain_is_not_mistaken_for_a_missing_match(tmp_path: Path) -> No
 
     def runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         argv = list(argv)
-        if "-I" in argv and "NFLOG" in argv or argv[-2:] == ["-S", "OUTPUT"]:
+        if ("-I" in argv and "NFLOG" in argv) or argv[-2:] == ["-S", "OUTPUT"]:
             return subprocess.CompletedProcess(
                 argv, 1, "", "iptables: No chain/target/match by that name."
             )

@@ -156,7 +156,8 @@ def test_v3_url_without_cache_and_ipv6_off(tmp_path: Path) -> None:
     conf.write_text(
         '{"daemon": {"ipv6_enabled": false},\n'
         ' "outbounds": [{"type": "interface", "tag": "vpn", "interface": "wg0"}],\n'
-        ' "lists": {"remote": {"url": "https://lists.example.net/r.lst"}, "bad": {"url": "x.org"}},\n'
+        ' "lists": {"remote": {"url": "https://lists.example.net/r.lst"},'
+        ' "bad": {"url": "x.org"}},\n'
         ' "route": {"rules": [{"list": ["remote", "bad"], "outbound": "vpn"}]}}\n'
     )
     res = run_import("keen-pbr", [str(conf)])
@@ -178,5 +179,5 @@ def test_v3_jsonc_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ImportFailure, match=r"config.json:3: not valid JSON"):
         run_import("keen-pbr", [str(conf)])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ImportFailure, match="no keen-pbr.conf"):
+    with pytest.raises(ImportFailure, match=r"no keen-pbr\.conf"):
         run_import("keen-pbr", [str(tmp_path / "empty")])

@@ -16,7 +16,7 @@ from import_helpers import FIX, roundtrip, warnings_about
 
 
 def _fam(table: dict[str, int]) -> sets_mod.SetFamily:
-    return lambda name: table.get(name)
+    return table.get
 
 
 def _dnsmasq(tmp_path: Path, text: str, families: dict[str, int] | None = None) -> ImportResult:

@@ -30,7 +30,7 @@ def test_canonical_matches_netlink_text(text: str, want: str) -> None:
 
 @pytest.mark.parametrize("bad", ["", "192.0.2.256", "x", "192.0.2.0/33", "2001:db8::/200"])
 def test_canonical_rejects(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not an IP address or network"):
         canonical(bad)
 
 
@@ -41,7 +41,7 @@ def test_cli_batch_queue_is_ordered_and_deduplicated() -> None:
     b.clear()
     assert len(b) == 0
     assert b.commit() == []  # nothing queued: no process is run
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid ipset name"):
         CliIpsetBatch("z" * 32)
 
 
@@ -84,5 +84,5 @@ def test_other_errors_do_not_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ValueError("invalid ipset name")
 
     monkeypatch.setattr(_core, "IpsetBatch", bad_name)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="invalid ipset name"):
         hip.open_batch("s")

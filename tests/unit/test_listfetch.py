@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import socket
@@ -14,7 +15,10 @@ from typing import ClassVar
 import pytest
 from hrneo.listfetch import cache_path, fetch_list, load_cached, parse_list_text
 
-LIST = b"# a list\nexample.com\ndomain:example.org\nfull:www.example.net @cn\n192.0.2.1\n198.51.100.0/24\n"
+LIST = (
+    b"# a list\nexample.com\ndomain:example.org\nfull:www.example.net @cn\n"
+    b"192.0.2.1\n198.51.100.0/24\n"
+)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -27,12 +31,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        try:
+        with contextlib.suppress(OSError):  # the client gave up (timeout test)
             self.wfile.write(body)
-        except OSError:
-            pass  # the client gave up (timeout test)
 
-    def log_message(self, format: str, *args: object) -> None:
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (http.server's name)
         pass
 
 

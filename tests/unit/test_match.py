@@ -25,7 +25,7 @@ policies:
 
 @pytest.fixture
 def conf(tmp_path: Path) -> Path:
-    (tmp_path / "vpn.list").write_text("# vpn\nexample.net\nпример.рф\n")
+    (tmp_path / "vpn.list").write_text("# vpn\nexample.net\nпример.рф\n")  # noqa: RUF001 (an IDN)
     path = tmp_path / "hrneo.yaml"
     path.write_text(CONFIG)
     return path
@@ -62,7 +62,10 @@ def test_cli_match(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["match", "--config", str(conf), "a.example.net", "x.test"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out == [
-        f"a.example.net: policy vpn (sets hr_vpn, hr_vpn6) via example.net at {conf.parent}/vpn.list:2",
+        (
+            f"a.example.net: policy vpn (sets hr_vpn, hr_vpn6) via example.net at "
+            f"{conf.parent}/vpn.list:2"
+        ),
         "x.test: no policy (no rule matches x.test)",
     ]
     # a name that is not one: exit 2, the other names still answered

@@ -72,9 +72,12 @@ def test_one_message_per_address_with_counting_seqs_only_the_last_acked() -> Non
     assert got == want
 
 
-@pytest.mark.parametrize(("name", "ips"), [("x" * 32, ["192.0.2.1"]), ("s", ["nonsense"])])
-def test_bad_input_is_valueerror(name: str, ips: list[str]) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("name", "ips", "why"),
+    [("x" * 32, ["192.0.2.1"], "invalid ipset name"), ("s", ["nonsense"], "not an IP address")],
+)
+def test_bad_input_is_valueerror(name: str, ips: list[str], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         _core.ipset_add_message(name, ips)
 
 

@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-
 from hrneo import _core
 from hrneo.testing.dnswire import ipv4_udp, ipv6_udp, message
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 INDEX: dict[str, dict[str, Any]] = json.loads((FIXTURES / "packets" / "index.json").read_text())
 

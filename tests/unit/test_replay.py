@@ -89,13 +89,8 @@ EXPECTED_COUNTERS = {
 def eth(ip: bytes, vlans: tuple[int, ...] = ()) -> bytes:
     etype = 0x86DD if ip[0] >> 4 == 6 else 0x0800
     tags = b"".join(struct.pack("!HH", 0x8100 if i else 0x88A8, v) for i, v in enumerate(vlans))
-    return (
-        b"\x02\x00\x00\x00\x00\x02"
-        + b"\x02\x00\x00\x00\x00\x01"
-        + tags
-        + struct.pack("!H", etype)
-        + ip
-    )
+    dst_src = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01"
+    return dst_src + tags + struct.pack("!H", etype) + ip
 
 
 def sll(ip: bytes) -> bytes:
@@ -159,11 +154,11 @@ def check(result: dict[str, Any], cfg: Config) -> None:
 
 
 FORMATS: dict[str, Callable[[int, list[tuple[float, bytes]]], bytes]] = {
-    "pcap": lambda lt, p: pcapwrite.pcap(lt, p),
+    "pcap": pcapwrite.pcap,
     "pcap-be": lambda lt, p: pcapwrite.pcap(lt, p, big=True),
     "pcap-ns": lambda lt, p: pcapwrite.pcap(lt, p, nano=True),
     "pcap-ns-be": lambda lt, p: pcapwrite.pcap(lt, p, big=True, nano=True),
-    "pcapng": lambda lt, p: pcapwrite.section(lt, p),
+    "pcapng": pcapwrite.section,
     "pcapng-be": lambda lt, p: pcapwrite.section(lt, p, big=True),
     "pcapng-ns": lambda lt, p: pcapwrite.section(lt, p, tsresol=9),
     "pcapng-2pow": lambda lt, p: pcapwrite.section(lt, p, big=True, tsresol=0x80 | 20),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -56,11 +56,11 @@ class Restorer:
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The keeper's monotonic clock, moved by the test."""
     now = [1000.0]
     monkeypatch.setattr("hrneo.statekeeper.time.monotonic", lambda: now[0])
-    yield now
+    return now
 
 
 def keeper(tmp_path: Path, text: str = CFG) -> tuple[StateKeeper, Path]:

@@ -45,13 +45,16 @@ def test_reply_normalizes_and_refuses_what_is_not_an_address(tmp_path: Path) -> 
 
 def test_text_of_each_case() -> None:
     text = format_why({"address": "192.0.2.1", "learned": [RECORD], "flushed": 2,
-                       "in_sets": [{"set": "hr_vpn1", "policy": "vpn1", "static": False}]}, 20_000)  # fmt: skip
+                       "in_sets": [{"set": "hr_vpn1", "policy": "vpn1", "static": False}]},
+                      20_000)  # fmt: skip
     assert "192.0.2.1: in hr_vpn1 (policy vpn1, rule example.org)" in text
     assert "brought by www.example.org -> cdn.example.net" in text
     assert "new to the set then" in text and "3 answer(s)" in text
     assert "conntrack entries flushed for it: 2" in text
-    static: dict[str, Any] = {"address": "203.0.113.1", "learned": [],
-                              "in_sets": [{"set": "hr_vpn1", "policy": "vpn1", "static": True}]}  # fmt: skip
+    static: dict[str, Any] = {
+        "address": "203.0.113.1", "learned": [],
+        "in_sets": [{"set": "hr_vpn1", "policy": "vpn1", "static": True}],
+    }  # fmt: skip
     assert "a static entry of policy vpn1" in format_why(static, 20_000)
     other = dict(static, in_sets=[{"set": "hr_vpn1", "policy": "vpn1", "static": False}])
     assert "before this daemon started, or by someone else" in format_why(other, 20_000)

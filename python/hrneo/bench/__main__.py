@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 USAGE = "usage: python -m hrneo.bench {core|daemon} [options]   (--help after the name)"
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a benchmark; each is imported only when asked for."""
+    # SIGTERM unwinds like Ctrl-C, so every `finally` stops its daemon and
+    # removes its namespaces.
+    signal.signal(signal.SIGTERM, _interrupt)
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)

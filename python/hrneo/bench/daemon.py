@@ -40,7 +40,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from hrneo.bench import load
+from hrneo.bench import accounting, load
 from hrneo.bench.report import Result, core_build, table
 from hrneo.bench.topology import (
     ROUTER_LAN,
@@ -136,8 +136,10 @@ def bench_cpu(
 
     results = []
     loads = [
-        ("4 new addresses each, reconnect on", [f"q{i}.r{run}.{ZONE}" for i in range(n)], "<= 25"),
-        ("all addresses present (refresh only)", [f"p{i % 64}.r{run}.{ZONE}" for i in range(n)], "<= 10"),
+        ("4 new addresses each, reconnect on",
+         [f"q{i}.r{run}.{ZONE}" for i in range(n)], "<= 25"),
+        ("all addresses present (refresh only)",
+         [f"p{i % 64}.r{run}.{ZONE}" for i in range(n)], "<= 10"),
         ("unwatched names", [f"q{i}.r{run}.{OTHER_ZONE}" for i in range(n)], "<= 3"),
     ]  # fmt: skip
     load.ask(h.client, WAN_ADDR, [f"p{i}.r{run}.{ZONE}" for i in range(64)], 1000)  # the pool
@@ -197,8 +199,13 @@ def bench_throughput(
     target: int = 50_000,
 ) -> Result:
     """Highest replay rate with every address in the set afterwards (and
-    nothing `unclean()` names)."""
+    nothing `unclean()` names). Each round also says where its answers went
+    (`hrneo.bench.accounting`)."""
     best, tried = 0, {}
+
+    def counters() -> accounting.Snapshot:
+        return accounting.snapshot(h.router, lambda: status(h, h.python), "ipset")
+
     for k, rate in enumerate(rates):
         h.router.sh(f"ipset flush {SET6}")  # each rate starts from an empty set
         n = max(100, min(int(rate * seconds), 300_000))
@@ -207,8 +214,10 @@ def bench_throughput(
             for i in range(n)
         ]
         want = load.ADDRESSES_PER_ANSWER * n
+        before = counters()
         took = flow.send(packets, rate)
         got = load.wait_settled(lambda: load.set_size(h.router, SET6), want, timeout=60)
+        after = counters()
         achieved = n / took if took > 0 else 0.0
         why = unclean()
         tried[str(rate)] = {
@@ -219,6 +228,9 @@ def bench_throughput(
             f"lost {why}",
             file=sys.stderr,
         )
+        figures = accounting.figures(n, before, after)
+        tried[str(rate)]["where"] = figures
+        print(f"    {accounting.describe(figures)}", file=sys.stderr)
         if got < want or why:
             break
         best = max(best, int(achieved))
@@ -350,8 +362,7 @@ def bench_old_design(h: Hosts, flow: load.Flow, python: str, answers: int, run: 
 # ---------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the daemon benchmark; print a table (or JSON). Exit 0 when it ran."""
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m hrneo.bench daemon",
         description=__doc__,
@@ -370,60 +381,83 @@ def main(argv: list[str] | None = None) -> int:
         "--capture", choices=("nflog", "nfqueue"), default="nflog",
         help="nfqueue: also measure hold mode, each figure beside passive capture",
     )  # fmt: skip
-    args = p.parse_args(argv)
-    parts = set(args.parts.split(","))
+    return p
+
+
+def _cannot_run() -> str | None:
+    """Why this host cannot run the benchmark (None: it can)."""
     if os.geteuid() != 0:
-        print("hrneo.bench daemon: needs root (network namespaces, ipset)", file=sys.stderr)
-        return 2
+        return "needs root (network namespaces, ipset)"
     for tool in ("ip", "ipset", "iptables", "tcpdump"):
         if shutil.which(tool) is None:
-            print(f"hrneo.bench daemon: needs `{tool}`", file=sys.stderr)
-            return 2
+            return f"needs `{tool}`"
+    return None
+
+
+def _cpu_parts(h: Hosts, args: argparse.Namespace, run: int) -> list[Result]:
+    """CPU per answer at 1,000/s: the daemon's, then dnsmasq's alone."""
     seconds = 2.0 if args.quick else 8.0
+    print("CPU per answer at 1,000/s...", file=sys.stderr)
+    resolver = load.Resolver(h.wan, run)
+    try:
+        pid = h.start_daemon(args.python, config(h))
+        results = bench_cpu(h, args.python, pid, resolver, seconds)
+        h.stop_daemon()
+        results += bench_dnsmasq(h, seconds, run, resolver)
+    finally:
+        resolver.close()
+    return results
+
+
+def _flow_parts(h: Hosts, args: argparse.Namespace, parts: set[str], run: int) -> list[Result]:
+    """Latency and throughput on one running daemon, its exit code, then the old design."""
     rates = [20_000, 50_000] if args.quick else [20_000, 30_000, 40_000, 50_000, 60_000, 80_000]
+    results: list[Result] = []
+    h.start_daemon(args.python, config(h))
+    flow = load.Flow(h)
+    try:
+        if "latency" in parts:
+            print("latency...", file=sys.stderr)
+            results.append(bench_latency(h, flow, 500 if args.quick else 3000, run + 1))
+        if "throughput" in parts:
+            print("throughput...", file=sys.stderr)
+            results.append(bench_throughput(h, flow, rates, 1.0 if args.quick else 3.0, run + 2))
+        st = status(h, args.python)
+        results.append(
+            Result(
+                "packets the kernel dropped (reader overflow)", st.get("dropped"), "",  # type: ignore[arg-type]
+                note=", ".join(f"{k} {st.get(k)}" for k in ("answers", "commit_errors", "flushed")),
+            )
+        )  # fmt: skip
+        code = h.stop_daemon()
+        results.append(Result("daemon SIGTERM exit code", code, "", "0", code == 0))
+        if not args.skip_baseline:
+            print("the old design...", file=sys.stderr)
+            results.append(
+                bench_old_design(h, flow, args.python, 20 if args.quick else 60, run + 3)
+            )
+    finally:
+        flow.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the daemon benchmark; print a table (or JSON). Exit 0 when it ran."""
+    args = _parser().parse_args(argv)
+    parts = set(args.parts.split(","))
+    why_not = _cannot_run()
+    if why_not:
+        print(f"hrneo.bench daemon: {why_not}", file=sys.stderr)
+        return 2
     run = int(time.time()) & 0xFFF
     results: list[Result] = [core_build(args.python)]
     print(f"core: {results[0].note}", file=sys.stderr)
     h = Hosts()
     try:
         if "cpu" in parts:
-            print("CPU per answer at 1,000/s...", file=sys.stderr)
-            resolver = load.Resolver(h.wan, run)
-            try:
-                pid = h.start_daemon(args.python, config(h))
-                results += bench_cpu(h, args.python, pid, resolver, seconds)
-                h.stop_daemon()
-                results += bench_dnsmasq(h, seconds, run, resolver)
-            finally:
-                resolver.close()
+            results += _cpu_parts(h, args, run)
         if parts & {"throughput", "latency"}:
-            h.start_daemon(args.python, config(h))
-            flow = load.Flow(h)
-            try:
-                if "latency" in parts:
-                    print("latency...", file=sys.stderr)
-                    results.append(bench_latency(h, flow, 500 if args.quick else 3000, run + 1))
-                if "throughput" in parts:
-                    print("throughput...", file=sys.stderr)
-                    results.append(
-                        bench_throughput(h, flow, rates, 1.0 if args.quick else 3.0, run + 2)
-                    )
-                st = status(h, args.python)
-                results.append(
-                    Result(
-                        "packets the kernel dropped (reader overflow)", st.get("dropped"), "",  # type: ignore[arg-type]
-                        note=", ".join(f"{k} {st.get(k)}" for k in ("answers", "commit_errors", "flushed")),
-                    )
-                )  # fmt: skip
-                code = h.stop_daemon()
-                results.append(Result("daemon SIGTERM exit code", code, "", "0", code == 0))
-                if not args.skip_baseline:
-                    print("the old design...", file=sys.stderr)
-                    results.append(
-                        bench_old_design(h, flow, args.python, 20 if args.quick else 60, run + 3)
-                    )
-            finally:
-                flow.close()
+            results += _flow_parts(h, args, parts, run)
         if args.capture == "nfqueue":
             from hrneo.bench import hold
 
@@ -439,7 +473,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(table(results))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,6 +27,7 @@ from hrneo.bench.topology import WAN_ADDR, Hosts
 from hrneo.testing.netns import Netns
 
 RACE_PORT = 8081
+CONNECT_TIMEOUT = 0.1  # seconds; a veth round trip takes microseconds
 CLIENT_DROP = "INPUT -p udp --sport 53 -j DROP"
 
 
@@ -81,6 +82,7 @@ def race(h: Hosts, run: int, trials: int) -> dict[str, int]:
         ns.sh(f"ip -6 route replace local {prefix} dev lo")
         servers.append(LabelServer(ns, label))
     paths: dict[str, int] = {}
+    misses: list[str] = []  # the first trials that missed: "index:path"
     try:
         with client_hears_answers(h), h.client.enter():
             dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -88,7 +90,10 @@ def race(h: Hosts, run: int, trials: int) -> dict[str, int]:
             for i in range(trials):
                 label = _trial(dns, i, run)
                 paths[label] = paths.get(label, 0) + 1
+                if label != "vpn" and len(misses) < 20:
+                    misses.append(f"{i}:{label}")
             dns.close()
+        print(f"  race: first misses {misses}", file=sys.stderr)
     finally:
         for srv in servers:
             srv.close()
@@ -107,7 +112,10 @@ def _trial(dns: socket.socket, i: int, run: int) -> str:
         return "no answer"
     addr = load.address_text(load.addresses(run, f"q{i}".encode())[0])
     s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-    s.settimeout(1)
+    # A first SYN that took the wrong path is lost (its conntrack entry was
+    # flushed under it) and retried after 1 s: waiting for that would only
+    # hide the miss, so give up long before it.
+    s.settimeout(CONNECT_TIMEOUT)
     try:
         s.connect((addr, RACE_PORT))
         s.sendall(b"?")
@@ -203,14 +211,21 @@ def bench_rtt(
 
 
 def bench_race(
-    h: Hosts, start: Callable[[str], int], stop: Callable[[], object], trials: int, run: int
+    h: Hosts,
+    start: Callable[[str], int],
+    stop: Callable[[], object],
+    trials: int,
+    run: int,
+    counters: Callable[[], str],
 ) -> list[Result]:
-    """First connections 0 ms after their answer, in both modes."""
+    """First connections 0 ms after their answer, in both modes; `counters()`
+    tells what the daemon counted (its race misses, hold timeouts)."""
     results = []
     for k, mode in enumerate(("nflog", "nfqueue")):
         start(mode)
         try:
             paths = race(h, run + 16 * (k + 1), trials)
+            seen = counters()
         finally:
             stop()
         through = paths.get("vpn", 0)
@@ -220,11 +235,11 @@ def bench_race(
                 f"first connection 0 ms after the answer through the tunnel, {mode}",
                 round(100 * through / trials, 2), "%", target,
                 (through == trials) if target else None,
-                note=", ".join(f"{v} {k2}" for k2, v in sorted(paths.items())),
-                extra={"paths": paths},
+                note=", ".join(f"{v} {k2}" for k2, v in sorted(paths.items())) + f"; {seen}",
+                extra={"paths": paths, "daemon": seen},
             )
         )  # fmt: skip
-        print(f"  race {mode}: {paths}", file=sys.stderr)
+        print(f"  race {mode}: {paths}; daemon: {seen}", file=sys.stderr)
     return results
 
 
@@ -253,6 +268,13 @@ def run_hold(h: Hosts, python: str, parts: set[str], quick: bool, run: int) -> l
     def start(mode: str) -> int:
         return h.start_daemon(python, d.config(h, capture=mode))
 
+    def daemon_counters() -> str:
+        st = d.status(h, python)
+        hold = st.get("hold")
+        counts = hold if isinstance(hold, dict) else {}
+        held = ", ".join(f"{k} {counts.get(k, 0)}" for k in ("timeouts", "fail_opens"))
+        return f"race_misses {st.get('race_misses', 0)}" + (f", {held}" if counts else "")
+
     results: list[Result] = []
     if "cpu" in parts:
         print("CPU per answer at 1,000/s, hold mode...", file=sys.stderr)
@@ -269,7 +291,7 @@ def run_hold(h: Hosts, python: str, parts: set[str], quick: bool, run: int) -> l
     if "race" in parts:
         trials = 1000 if quick else 10_000
         print(f"race, {trials} trials per mode...", file=sys.stderr)
-        results += bench_race(h, start, h.stop_daemon, trials, run + 64)
+        results += bench_race(h, start, h.stop_daemon, trials, run + 64, daemon_counters)
     if "throughput" in parts:
         print("throughput, hold mode...", file=sys.stderr)
         start("nfqueue")

@@ -15,7 +15,7 @@ import statistics
 import struct
 from collections.abc import Iterator, Sequence
 
-from hrneo.bench.core import Baseline, Result, fresh_addresses, percentile, run, timed_ms
+from hrneo.bench.measure import Baseline, Result, fresh_addresses, percentile, run, timed_ms
 
 TABLE = "hrneo_bench"
 SET4 = f"inet#{TABLE}#s4"

@@ -60,6 +60,7 @@ class Hosts:
         self.tmp = Path(tempfile.mkdtemp(prefix="hrneo-bench-"))
         self.made: list[Netns] = []
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.python = ""  # the interpreter the daemon runs on (its `hrneo status` too)
         self.dnsmasq: subprocess.Popen[bytes] | None = None
         self.log_path = self.tmp / "daemon.log"
         try:
@@ -117,6 +118,7 @@ class Hosts:
         sock = self.tmp / "hrneo.sock"
         with open(self.log_path, "wb") as log:
             argv = [python, "-m", "hrneo", "run", "--config", str(path), "--log-level", log_level]
+            self.python = python
             self.daemon = subprocess.Popen(
                 self.router.argv(argv), stdout=log, stderr=subprocess.STDOUT
             )

@@ -5,22 +5,22 @@ size, depth and tags) rather than loaded, so every key and list item keeps its
 line number for messages. All errors of a file are collected and raised together
 as one :class:`ConfigError` (at most :data:`MAX_ERRORS` lines, then a count);
 warnings are returned with the config (this module prints nothing). Domains go
-straight into the config's compiled :class:`~hrneo._core.Watchlist`. List files
-are read through :mod:`hrneo.safeio`: regular files only, size-capped, streamed.
+straight into the config's compiled :class:`~hrneo._core.Watchlist`
+(:mod:`hrneo.config.domainlists`). List files are read through
+:mod:`hrneo.safeio`: regular files only, size-capped, streamed.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
-from typing import Callable
 
 import yaml
 
 from hrneo._core import Watchlist
 from hrneo.config import values as v
-from hrneo.config.addresses import AddressChecks, short
+from hrneo.config.addresses import AddressChecks, Mapping
+from hrneo.config.domainlists import DomainSources
 from hrneo.config.model import (
     BACKENDS,
     CAPTURE_MODES,
@@ -46,14 +46,11 @@ from hrneo.config.model import (
 )
 from hrneo.config.nftcheck import NftablesChecks
 from hrneo.config.reader import compose_file
-from hrneo.config.walker import MAX_ERRORS, Invalid
-from hrneo.domains import normalize_domain
+from hrneo.config.walker import Invalid
 from hrneo.errors import ConfigError
-from hrneo.safeio import MAX_LIST_BYTES, FileRefused, iter_lines
+from hrneo.nftnames import NftSetName
 
 _CHAIN_RE = re.compile(r"^[A-Za-z0-9_-]{1,28}$")
-# Bad lines of one list file before the rest of it is skipped (a binary file).
-MAX_FILE_ERRORS = 20
 
 TOP_KEYS = (
     "nflog_group",
@@ -114,7 +111,7 @@ ROUTE_KEYS = (
 )
 
 
-class _Loader(NftablesChecks, AddressChecks):
+class _Loader(NftablesChecks, AddressChecks, DomainSources):
     """Walks the composed YAML node tree, collecting errors and warnings."""
 
     def __init__(self, path: str) -> None:
@@ -250,79 +247,19 @@ class _Loader(NftablesChecks, AddressChecks):
         if "name" not in m:
             self.error(node, "policy has no `name`")
         nftset, nft4, nft6 = self.nftset(m, name)
-        ipset = self.get(m, "ipset", None, v.set_name)
-        if "ipset" not in m:
-            if nft4 is not None:
-                ipset = nft4.name  # the name `hrneo status` shows; sets live where nftset says
-            else:
-                self.error(node, f"policy {name!r} has no `ipset` (nor an IPv4 set in `nftset`)")
-        ipset6 = self.get(m, "ipset6", None, v.set_name)
-        self.own_set_names(m, {"ipset": nft4 is None, "ipset6": nft6 is None})
+        ipset, ipset6 = self.ipsets(node, m, name, nft4=nft4, nft6=nft6)
         self.policy_names[index] = name if isinstance(name, str) else f"#{index + 1}"
-
-        def add(domain: str, src: int, line: int) -> None:
-            self.add_domain(domain, index, src, line)
-
-        if "domains" in m:
-            for dnode in self.sequence(m["domains"][1], "domains"):
-                raw = self.scalar(dnode)
-                if raw is Invalid:
-                    continue
-                if not isinstance(raw, str):
-                    self.error(dnode, f"domains: {raw!r} is not a domain name")
-                    continue
-                try:
-                    dom, warning = normalize_domain(raw)
-                except ValueError as e:
-                    self.error(dnode, str(e))
-                    continue
-                if warning:
-                    self.warn(dnode, warning)
-                add(dom, 0, dnode.start_mark.line + 1)
-        files: list[str] = []
-        if "domain_files" in m:
-            for fnode in self.sequence(m["domain_files"][1], "domain_files"):
-                raw = self.scalar(fnode)
-                if raw is Invalid:
-                    continue
-                if not isinstance(raw, str) or not raw or "\0" in raw:
-                    self.error(fnode, f"domain_files: {raw!r} is not a path")
-                    continue
-                path = raw if os.path.isabs(raw) else os.path.join(self.base, raw)
-                files.append(path)
-                self.domain_file(fnode, path, self.watchlist.add_source(path), add)
-        urls: list[str] = []
-        url_nets: list[str] = []
-        if "domain_urls" in m:
-            for unode in self.sequence(m["domain_urls"][1], "domain_urls"):
-                raw = self.scalar(unode)
-                if raw is Invalid:
-                    continue
-                try:
-                    url = v.check_url(raw)
-                except (ValueError, TypeError) as e:
-                    self.error(unode, f"domain_urls: {e}")
-                    continue
-                if url in urls:
-                    self.warn(unode, f"domain_urls: {url} is listed twice")
-                else:
-                    urls.append(url)
-                    url_nets += self.cached_list(unode, url, add)
-        static = self.static_entries(m, has6=ipset6 is not None or nft6 is not None)
-        v6_dropped = 0
-        for entry in url_nets:
-            if ":" in entry and ipset6 is None and nft6 is None:
-                v6_dropped += 1
-            elif entry not in static:
-                static.append(entry)
-        if v6_dropped:
-            self.warn(node, f"domain_urls: {v6_dropped} IPv6 entries left out: no ipset6")
+        self.inline_domains(m, index)
+        files = self.domain_files(m, index)
+        urls, url_nets = self.domain_urls(m, index)
+        has_v6_set = ipset6 is not None or nft6 is not None
+        static = self.static_entries(m, has6=has_v6_set)
+        self.add_url_networks(node, static, url_nets, has6=has_v6_set)
         route = None
         if "route" in m:
             route = self.route(m["route"][1], fw, name, ipset6)
             self.foreign_route(m["route"][1], name, (nft4, nft6), "clients" in m)
-        has6 = (ipset6 is not None or nft6 is not None) and fw.ipv6
-        clients = self.clients(m, name, has6=has6, routed="route" in m)
+        clients = self.clients(m, name, has6=has_v6_set and fw.ipv6, routed="route" in m)
         if self.watchlist.count(index) == 0 and not static and not urls:
             self.warn(node, f"policy {name!r} has no domains and no static entries")
         # Validated before the early return below, so one run reports every bad value.
@@ -351,76 +288,40 @@ class _Loader(NftablesChecks, AddressChecks):
             watchlist=self.watchlist,
         )
 
-    def cached_list(
-        self, node: yaml.Node, url: str, add: Callable[[str, int, int], None]
-    ) -> list[str]:
-        """The last good copy of a URL list (no network here: the daemon fetches in
-        the background): its domains into the watchlist, its addresses returned."""
-        # Imported here: listfetch reads lists with the importer's parser, which
-        # imports this package.
-        from hrneo.listfetch import load_cached
+    def ipsets(
+        self,
+        node: yaml.Node,
+        m: Mapping,
+        name: object,
+        *,
+        nft4: NftSetName | None,
+        nft6: NftSetName | None,
+    ) -> tuple[str | None, str | None]:
+        """A policy's `ipset` and `ipset6`; with `nftset`, its IPv4 set names the policy's
+        sets in `hrneo status` when `ipset` is left out."""
+        ipset = self.get(m, "ipset", None, v.set_name)
+        if "ipset" not in m:
+            if nft4 is not None:
+                ipset = nft4.name  # the name `hrneo status` shows; sets live where nftset says
+            else:
+                self.error(node, f"policy {name!r} has no `ipset` (nor an IPv4 set in `nftset`)")
+        ipset6 = self.get(m, "ipset6", None, v.set_name)
+        self.own_set_names(m, {"ipset": nft4 is None, "ipset6": nft6 is None})
+        return ipset, ipset6
 
-        got = load_cached(url, self.list_cache)
-        for w in got.warnings:
-            self.warn(node, f"domain_urls: {w}")
-        src = self.watchlist.add_source(url)
-        for i, dom in enumerate(got.domains):
-            add(dom, src, i + 1)
-        nets = (ipaddress.ip_network(n, strict=False) for n in got.networks)
-        return [short(n) for n in nets]
-
-    def add_domain(self, domain: str, policy: int, source: int, line: int) -> None:
-        """Into the watchlist; a domain another policy has already stays with it."""
-        first = self.watchlist.add(domain, policy, source, line)
-        if first is None or first[0] == policy:
-            return  # new, or a repeat inside the policy (it changes nothing)
-        other, src, at = first
-        sources = self.watchlist.sources
-        this, that = (self.policy_names.get(i, f"#{i + 1}") for i in (policy, other))
-        self.warnings.append(
-            f"{sources[source]}:{line}: domain {domain!r} of policy {this!r} is already in "
-            f"policy {that!r} ({sources[src]}:{at}); {that!r} keeps it"
-        )
-
-    def domain_file(
-        self, fnode: yaml.Node, path: str, src: int, add: Callable[[str, int, int], None]
+    def add_url_networks(
+        self, node: yaml.Node, static: list[str], url_nets: list[str], *, has6: bool
     ) -> None:
-        """Every line of list file `path` into the watchlist, `file:line` for bad ones."""
-        bad = 0
-        try:
-            # Streamed line by line: a 100k-line list never sits in memory twice.
-            for lineno, text, problem in iter_lines(path, MAX_LIST_BYTES):
-                if text is None:
-                    self.add_error(f"{path}:{lineno}: {problem}")
-                    bad += 1
-                elif not self._domain_line(path, lineno, text, src, add):
-                    bad += 1
-                if bad >= MAX_FILE_ERRORS:
-                    self.add_error(f"{path}:{lineno}: {bad} bad lines: the rest is not read")
-                    return
-        except FileRefused as e:
-            self.error(fnode, f"domain_files: {e}")
-        except OSError as e:
-            self.error(fnode, f"domain_files: cannot read {path}: {e.strerror or e}")
-        except ValueError as e:  # a character the file system cannot take
-            self.error(fnode, f"domain_files: cannot read {path!r}: {e}")
-
-    def _domain_line(
-        self, path: str, lineno: int, text: str, src: int, add: Callable[[str, int, int], None]
-    ) -> bool:
-        """One line of a list file; False if it is not a domain."""
-        raw = text.split("#", 1)[0].strip()
-        if not raw:
-            return True
-        try:
-            dom, warning = normalize_domain(raw)
-        except ValueError as e:
-            self.add_error(f"{path}:{lineno}: {e}")
-            return False
-        if warning and len(self.warnings) < MAX_ERRORS:
-            self.warnings.append(f"{path}:{lineno}: {warning}")
-        add(dom, src, lineno)
-        return True
+        """The addresses of the policy's URL lists join its static entries (IPv6 ones
+        only with an IPv6 set)."""
+        v6_dropped = 0
+        for entry in url_nets:
+            if ":" in entry and not has6:
+                v6_dropped += 1
+            elif entry not in static:
+                static.append(entry)
+        if v6_dropped:
+            self.warn(node, f"domain_urls: {v6_dropped} IPv6 entries left out: no ipset6")
 
     def route(
         self, node: yaml.Node, fw: FirewallConfig, name: object, ipset6: str | None

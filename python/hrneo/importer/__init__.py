@@ -96,7 +96,7 @@ def import_files(
     return b.result
 
 
-def run_import(
+def run_import(  # noqa: PLR0913 (keyword-only: one per option of `hrneo import`)
     fmt: str,
     paths: Sequence[str],
     *,

@@ -52,8 +52,8 @@ def _adguard_lines(
         if pol is None:
             b.warn(where, f"no '/set' in {line!r}; skipped")
             continue
-        for raw in doms.split(","):
-            raw = raw.strip()
+        for part in doms.split(","):
+            raw = part.strip()
             if raw:
                 b.add_entry(pol, raw, src, lineno, address_note=IP_NOTE)
 

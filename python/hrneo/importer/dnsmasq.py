@@ -75,7 +75,7 @@ def parse_dnsmasq(b: Builder, path: str, sets: SetResolver) -> None:
         if "#" in doms:
             b.warn(where, "'#' (every domain) cannot be imported; skipped")
             doms = [d for d in doms if d != "#"]
-        for raw in doms:
-            raw = raw.strip()
+        for dom in doms:
+            raw = dom.strip()
             if raw:
                 b.add_entry(pol, raw, src, lineno, address_note=IP_NOTE)

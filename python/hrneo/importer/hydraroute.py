@@ -105,42 +105,52 @@ def parse_hrneo_conf(b: Builder, path: str) -> HydraRouteSettings:
         if not eq:
             continue  # HydraRoute skips such lines too
         key, value = key.strip(), value.strip()
-        if key in _BOOLS:
-            if value not in ("true", "false"):
-                b.warn(where, f"{key}={value}: only `true` is true for HydraRoute; read as false")
-            setattr(s, _BOOLS[key], value == "true")
-        elif key in _INTS:
-            attr, lo, hi = _INTS[key]
-            default = getattr(HydraRouteSettings, attr)
-            if not _INT_RE.match(value):
-                b.warn(where, f"{key}={value!r} is not a number; HydraRoute uses {default}")
-            elif int(value) > hi:
-                b.warn(where, f"{key}={value} is out of range (at most {hi}); using {default}")
-            elif int(value) >= lo:
-                setattr(s, attr, int(value))
-        elif key in _PATHS:
-            if value:
-                setattr(s, _PATHS[key], value)
-        elif key in ("GeoIPFile", "GeoSiteFile"):
-            if value:
-                (s.geoip_files if key == "GeoIPFile" else s.geosite_files).append(value)
-        elif key in ("PolicyOrder", "ForceInterface"):
-            names = [t.strip()[:_TARGET_MAX] for t in value.split(",") if t.strip()]
-            setattr(s, "order" if key == "PolicyOrder" else "force_interfaces", names[:64])
-        # Every other key (logging, clearIPSet, L7 tuning, rciToken, unknown ones)
-        # changes nothing hrneo does differently.
-        if key == "autoStart" and not s.auto_start:
-            b.warn(where, "autoStart=false: HydraRoute does not start; hrneo will")
-        elif key == "l7CaptureEnabled" and s.l7_capture:
-            b.warn(
-                where,
-                "l7CaptureEnabled=true: hrneo reads DNS answers only; names seen only in "
-                "TLS SNI / HTTP Host (DoH clients) are not routed",
-            )
-        elif key == "IpsetTimeout" and s.timeout > _MAX_TIMEOUT:
-            b.warn(where, f"IpsetTimeout={value} is above the kernel's {_MAX_TIMEOUT}; using it")
-            s.timeout = _MAX_TIMEOUT
+        _read_setting(b, s, where, key, value)
+        _note_difference(b, s, where, key, value)
     return s
+
+
+def _read_setting(b: Builder, s: HydraRouteSettings, where: str, key: str, value: str) -> None:
+    """One `key=value` into `s`, read as HydraRoute reads it."""
+    if key in _BOOLS:
+        if value not in ("true", "false"):
+            b.warn(where, f"{key}={value}: only `true` is true for HydraRoute; read as false")
+        setattr(s, _BOOLS[key], value == "true")
+    elif key in _INTS:
+        attr, lo, hi = _INTS[key]
+        default = getattr(HydraRouteSettings, attr)
+        if not _INT_RE.match(value):
+            b.warn(where, f"{key}={value!r} is not a number; HydraRoute uses {default}")
+        elif int(value) > hi:
+            b.warn(where, f"{key}={value} is out of range (at most {hi}); using {default}")
+        elif int(value) >= lo:
+            setattr(s, attr, int(value))
+    elif key in _PATHS:
+        if value:
+            setattr(s, _PATHS[key], value)
+    elif key in ("GeoIPFile", "GeoSiteFile"):
+        if value:
+            (s.geoip_files if key == "GeoIPFile" else s.geosite_files).append(value)
+    elif key in ("PolicyOrder", "ForceInterface"):
+        names = [t.strip()[:_TARGET_MAX] for t in value.split(",") if t.strip()]
+        setattr(s, "order" if key == "PolicyOrder" else "force_interfaces", names[:64])
+    # Every other key (logging, clearIPSet, L7 tuning, rciToken, unknown ones)
+    # changes nothing hrneo does differently.
+
+
+def _note_difference(b: Builder, s: HydraRouteSettings, where: str, key: str, value: str) -> None:
+    """A warning where hrneo, with the setting just read, behaves unlike HydraRoute."""
+    if key == "autoStart" and not s.auto_start:
+        b.warn(where, "autoStart=false: HydraRoute does not start; hrneo will")
+    elif key == "l7CaptureEnabled" and s.l7_capture:
+        b.warn(
+            where,
+            "l7CaptureEnabled=true: hrneo reads DNS answers only; names seen only in "
+            "TLS SNI / HTTP Host (DoH clients) are not routed",
+        )
+    elif key == "IpsetTimeout" and s.timeout > _MAX_TIMEOUT:
+        b.warn(where, f"IpsetTimeout={value} is above the kernel's {_MAX_TIMEOUT}; using it")
+        s.timeout = _MAX_TIMEOUT
 
 
 def _is_forced(s: HydraRouteSettings, target: str) -> bool:
@@ -190,8 +200,8 @@ def parse_domain_conf(b: Builder, path: str, s: HydraRouteSettings, t: _Targets)
             b.warn(where, f"no '/Target' at the end of {line!r}: HydraRoute skips it too")
             continue
         pol = t.get(target, where)
-        for raw in doms.split(","):
-            raw = raw.strip()
+        for part in doms.split(","):
+            raw = part.strip()
             if not raw:
                 continue
             if raw.startswith("geosite:"):

@@ -61,10 +61,8 @@ def list_entries(
     lines: Iterable[tuple[int, str]], notes: ListNotes
 ) -> Iterator[tuple[int, int, str]]:
     """(line, kind, value) per entry: NAME (a raw name or address) or SKIP (the reason)."""
-    for lineno, text in lines:
-        hash_at = text.find("#")
-        if hash_at >= 0:
-            text = text[:hash_at]
+    for lineno, line in lines:
+        text = line.partition("#")[0]
         tokens = text.split()
         if not tokens:
             continue

@@ -87,7 +87,7 @@ def _policy_lines(p: ImportedPolicy, domain_file: str | None) -> list[str]:
 
 
 def render(result: ImportResult, source: str, files: dict[str, str] | None = None) -> str:
-    """The config as YAML text (spec §4 keys), in a stable order.
+    """The config as YAML text (the keys `hrneo check` reads), in a stable order.
 
     `files`: policy name -> list file (relative to the config) that holds its
     domains instead of the YAML.

@@ -145,6 +145,8 @@ pub(super) struct FakeSource {
     /// Hold mode: packets get ids from 1 on and verdicts go to this timeline.
     pub(super) holding: Option<Arc<Mutex<Vec<String>>>>,
     pub(super) next_id: u32,
+    /// Packets handed to the pipeline.
+    pub(super) read: Arc<AtomicUsize>,
 }
 
 impl FakeSource {
@@ -158,6 +160,7 @@ impl FakeSource {
             rx: Arc::new(rx),
             holding: None,
             next_id: 1,
+            read: Arc::default(),
         }
     }
 
@@ -185,13 +188,14 @@ impl PacketSource for FakeSource {
             let held = self.holding.is_some().then_some(self.next_id);
             self.next_id += 1;
             on_packet(Captured { payload: &p, held });
+            self.read.fetch_add(1, Ordering::Relaxed);
             n += 1;
         }
         Ok(n)
     }
 
     fn stats(&self) -> CaptureStats {
-        CaptureStats::default()
+        CaptureStats { packets: self.read.load(Ordering::Relaxed) as u64, ..Default::default() }
     }
 
     fn accept(&mut self, ids: &[u32]) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The pipeline on fakes: batching, matching, flushing, errors, plan swaps.
 //! No kernel needed; the kernel tests drive the real sockets.
 
+mod accounting;
 mod fakes;
 mod hold;
 mod provenance;
