@@ -2,6 +2,7 @@
 //! answer through NFLOG, or (hold mode) the answer itself through NFQUEUE,
 //! held until it is accepted. A `PacketSource` is what the pipeline reads.
 
+mod bind;
 mod events;
 mod hold;
 mod keeper;

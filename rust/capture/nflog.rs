@@ -8,10 +8,10 @@
 //! count of messages the socket refused (one packet each, with `qthresh` 1):
 //! exact at any moment, the last drops of a flood included.
 
-use std::io;
 use std::os::unix::io::RawFd;
 use std::time::Duration;
 
+use super::bind::check_bind_acks;
 use super::kernel::SocketDrops;
 use super::{CaptureStats, Captured, PacketSource};
 use crate::error::{Error, Result};
@@ -72,10 +72,6 @@ impl NflogConfig {
             flush_timeout: 0,
         }
     }
-}
-
-fn errno_err(context: String, code: i32) -> Error {
-    Error::io(context, io::Error::from_raw_os_error(code.saturating_abs()))
 }
 
 /// The config messages of a bind, in order, each with its own sequence number
@@ -143,32 +139,11 @@ impl NflogReader {
             .request_acks(request.as_bytes(), &seqs)
             .map_err(|e| Error::io(format!("nflog group {group}: bind"), e))?;
         let code = |i: usize| acks.get(&seqs[i]).copied().unwrap_or(0);
-        // PF_(UN)BIND errors (seqs 0-3) are ignored: new kernels may refuse or ignore
-        // them. They do tell why a BIND got EPERM: nfnetlink refuses every message
-        // without CAP_NET_ADMIN, while nfnetlink_log answers EPERM to a BIND of a
-        // group that another socket owns (and EBUSY when this socket owns it).
-        let no_permission = (0..4).all(|i| -code(i) == libc::EPERM);
-        match code(4) {
-            0 => {}
-            c if -c == libc::EPERM && no_permission => {
-                return Err(errno_err(
-                    format!("nflog group {group}: binding needs CAP_NET_ADMIN (root)"),
-                    c,
-                ))
-            }
-            c if -c == libc::EBUSY || -c == libc::EPERM => {
-                return Err(errno_err(
-                    format!("nflog group {group} is already bound by another process"),
-                    -libc::EBUSY,
-                ))
-            }
-            c => return Err(errno_err(format!("nflog group {group}: bind"), c)),
-        }
-        for (i, what) in [(5, "copy mode"), (6, "queue threshold"), (7, "flush timeout")] {
-            if code(i) != 0 {
-                return Err(errno_err(format!("nflog group {group}: setting {what}"), code(i)));
-            }
-        }
+        check_bind_acks(
+            &format!("nflog group {group}"),
+            code,
+            &[(5, "copy mode"), (6, "queue threshold"), (7, "flush timeout")],
+        )?;
         // Without sequence numbers drops are still counted, only less precisely.
         let seq_available = code(8) == 0;
         sock.set_nonblocking(true)

@@ -23,6 +23,7 @@ use std::os::unix::io::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::bind::check_bind_acks;
 use super::hold::{id_before, HoldBook, HoldStats};
 use super::keeper::Keeper;
 use super::kernel::{portid, QueueCounters};
@@ -67,10 +68,6 @@ impl NfqueueConfig {
     }
 }
 
-fn errno_err(context: String, code: i32) -> Error {
-    Error::io(context, io::Error::from_raw_os_error(code.saturating_abs()))
-}
-
 /// A socket bound to one queue, holding what it read until it is accepted.
 pub struct NfqueueReader {
     sock: Arc<NetfilterSocket>,
@@ -106,30 +103,7 @@ impl NfqueueReader {
             .request_acks(bind_messages(&spec, &seqs).as_bytes(), &seqs)
             .map_err(|e| Error::io(format!("nfqueue {q}: bind"), e))?;
         let code = |i: usize| acks.get(&seqs[i]).copied().unwrap_or(0);
-        // nfnetlink refuses everything without CAP_NET_ADMIN (the PF commands too);
-        // nfnetlink_queue answers EPERM to a BIND of a queue another socket owns.
-        let no_permission = (0..4).all(|i| -code(i) == libc::EPERM);
-        match code(4) {
-            0 => {}
-            c if -c == libc::EPERM && no_permission => {
-                return Err(errno_err(
-                    format!("nfqueue {q}: binding needs CAP_NET_ADMIN (root)"),
-                    c,
-                ))
-            }
-            c if -c == libc::EBUSY || -c == libc::EPERM => {
-                return Err(errno_err(
-                    format!("nfqueue {q} is already bound by another process"),
-                    -libc::EBUSY,
-                ))
-            }
-            c => return Err(errno_err(format!("nfqueue {q}: bind"), c)),
-        }
-        for (i, what) in [(5, "copy mode"), (6, "queue length")] {
-            if code(i) != 0 {
-                return Err(errno_err(format!("nfqueue {q}: setting {what}"), code(i)));
-            }
-        }
+        check_bind_acks(&format!("nfqueue {q}"), code, &[(5, "copy mode"), (6, "queue length")])?;
         let mut notes = Vec::new();
         if code(7) != 0 {
             notes.push(format!(

@@ -268,12 +268,16 @@ def run_hold(h: Hosts, python: str, parts: set[str], quick: bool, run: int) -> l
     def start(mode: str) -> int:
         return h.start_daemon(python, d.config(h, capture=mode))
 
-    def daemon_counters() -> str:
-        st = d.status(h, python)
+    def hold_counts(st: dict[str, object]) -> dict[str, int]:
+        """The daemon's early releases ({} when it does not hold)."""
         hold = st.get("hold")
         counts = hold if isinstance(hold, dict) else {}
-        held = ", ".join(f"{k} {counts.get(k, 0)}" for k in ("timeouts", "fail_opens"))
-        return f"race_misses {st.get('race_misses', 0)}" + (f", {held}" if counts else "")
+        return {k: counts.get(k, 0) for k in ("timeouts", "fail_opens")} if counts else {}
+
+    def daemon_counters() -> str:
+        st = d.status(h, python)
+        held = "".join(f", {k} {v}" for k, v in hold_counts(st).items())
+        return f"race_misses {st.get('race_misses', 0)}{held}"
 
     results: list[Result] = []
     if "cpu" in parts:
@@ -298,9 +302,7 @@ def run_hold(h: Hosts, python: str, parts: set[str], quick: bool, run: int) -> l
         flow = load.Flow(h)
 
         def unclean() -> str:
-            hold = d.status(h, python).get("hold")
-            counts = hold if isinstance(hold, dict) else {}
-            bad = {k: counts.get(k, 0) for k in ("fail_opens", "timeouts")}
+            bad = hold_counts(d.status(h, python))
             return ", ".join(f"{k} {v}" for k, v in bad.items() if v)
 
         try:
